@@ -1,0 +1,5 @@
+import sys
+
+from quotagate.cli.main import main
+
+sys.exit(main())

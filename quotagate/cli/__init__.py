@@ -1,0 +1,1 @@
+"""The `quotagate` command: one module per command group, each with ``register(subparsers)``."""

@@ -1,0 +1,1 @@
+"""Who is calling: gateway-key credentials, their hashes, and the key -> client -> project -> org chain."""

@@ -1,0 +1,244 @@
+"""Pydantic models of the manifest (the shape of seed 003, extended where noted with "ext:").
+
+Structure and types are checked here; references between objects (a quota naming a project, a route
+naming an upstream) are checked by :mod:`quotagate.manifest.checks`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from quotagate.apis import Provider
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+Slug = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+# The key id is the part of a credential before the first dot, so it cannot contain one.
+KeyId = Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+Price = Annotated[Decimal, Field(ge=0, max_digits=24, decimal_places=12)]
+ModelName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")]
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors: a typo must not silently disable a limit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    DISABLED = "disabled"
+
+
+class KeyStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+
+
+class EnforcementMode(StrEnum):
+    ENFORCE = "enforce"
+    MONITOR = "monitor"
+
+
+class ScopeType(StrEnum):
+    ORGANIZATION = "organization"
+    PROJECT = "project"
+    CLIENT = "client"  # a sub-account is a client of type sub_account
+    KEY = "key"  # ext: per gateway key
+
+
+class ClientType(StrEnum):
+    GATEWAY_KEY = "gateway_key"
+    SUB_ACCOUNT = "sub_account"  # ext: created per end customer through the sub-account API
+    SERVICE = "service"  # ext
+
+
+class Customer(Strict):
+    serial: str | None = None
+    company: str | None = None
+    contact: str | None = None
+    product: str | None = None
+
+
+class RateUnit(Strict):
+    provider: Provider
+    unit: Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[a-z]+$")]
+
+
+class Rate(Strict):
+    provider: Provider
+    model: ModelName
+    input: Price
+    output: Price
+    cache_read: Price | None = None  # ext: may also be given here instead of cached_rates
+    cache_write: Price | None = None  # ext: Anthropic cache creation; default = input rate
+    multiplier: Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=6)] = Decimal(1)  # ext
+    max_output_tokens: Annotated[int, Field(gt=0)] | None = None  # ext: reserved when a request sets none
+
+
+class CachedRate(Strict):
+    provider: Provider
+    model: ModelName
+    cache_read: Price | None = None
+    cache_write: Price | None = None  # ext
+
+
+class CostConfig(Strict):
+    rate_card_version: Annotated[str, Field(min_length=1, max_length=128)]
+    rate_units: list[RateUnit] = []
+    rates: list[Rate] = []
+    cached_rates: list[CachedRate] = []
+
+
+class FeatureName(StrEnum):
+    AUTH = "llm-auth"
+    PROXY = "llm-proxy"
+    RATELIMIT = "llm-ratelimit"
+    COST = "llm-cost"
+    METRICS = "llm-metrics"
+
+
+class Feature(Strict):
+    name: FeatureName
+    enabled: bool = True
+    notes: str | None = None
+    config: CostConfig | None = None  # only llm-cost carries a config (the rate card)
+
+
+class Upstream(Strict):
+    name: Identifier
+    server: Annotated[str, Field(pattern=r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$")]
+    ssl_name: str | None = None
+    keepalive: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    tls: bool = True  # ext: false for plain-HTTP local providers
+
+    @field_validator("server")
+    @classmethod
+    def _port_in_range(cls, value: str) -> str:
+        port = int(value.rsplit(":", 1)[1])
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} is out of range 1-65535")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.server.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.server.rsplit(":", 1)[1])
+
+
+class Credential(Strict):
+    provider: Provider
+    # "env:VAR" is read from the environment at use; "stored" uses the encrypted key set with
+    # `quotagate upstream set-key`.
+    api_key: Annotated[str, Field(pattern=r"^(env:[A-Za-z_][A-Za-z0-9_]*|stored)$")]
+
+
+class Dialect(StrEnum):
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+class Route(Strict):
+    location: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._~/-]*$", max_length=256)]
+    provider: Provider
+    dialect: Dialect
+    upstream: Identifier
+    auth_fail_closed: bool = True
+
+
+class Gateway(Strict):
+    upstreams: list[Upstream] = []
+    credentials: list[Credential] = []
+    routes: list[Route] = []
+
+
+class Deployment(Strict):
+    environment_id: Identifier
+    environment_name: str | None = None
+    deployment_id: str | None = None
+    product_version: str | None = None
+    enabled_features: list[Feature] = []
+    configured_providers: list[Provider] = []
+    gateway: Gateway = Gateway()
+
+
+class ApiKey(Strict):
+    key_id: KeyId
+    tier: str | None = None
+    status: KeyStatus = KeyStatus.ACTIVE
+    models: list[ModelName] | None = None  # ext: per-key model allowlist
+    expires_at: datetime | None = None  # ext
+
+
+class Client(Strict):
+    client_id: Identifier
+    client_name: Annotated[str, Field(min_length=1, max_length=200)]
+    client_type: ClientType = ClientType.GATEWAY_KEY
+    status: Status = Status.ACTIVE
+    default_tag: str | None = None  # ext: cost tag recorded on every usage event
+    api_keys: list[ApiKey] = []
+
+
+class Project(Strict):
+    project_id: Identifier
+    project_slug: Slug
+    project_name: Annotated[str, Field(min_length=1, max_length=200)]
+    status: Status = Status.ACTIVE
+    clients: list[Client] = []
+
+
+class Quota(Strict):
+    quota_id: Identifier | None = None  # ext: stable identity; derived from the quota's shape when absent
+    scope_type: ScopeType
+    project_id: Identifier | None = None
+    client_id: Identifier | None = None
+    key_id: KeyId | None = None
+    rpm_limit: Annotated[int, Field(gt=0, le=10**9)] | None = None
+    tpm_limit: Annotated[int, Field(gt=0, le=10**12)] | None = None
+    monthly_spend_limit: Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=9)] | None = None
+    monthly_spend_unit: str | None = None
+    prepaid: bool = False  # ext: requests must be covered by the scope's prepaid credit balance
+    enforcement_mode: EnforcementMode = EnforcementMode.ENFORCE
+    model_allowlist: list[ModelName] | None = None
+    notes: str | None = None
+
+
+class Organization(Strict):
+    organization_id: Identifier
+    organization_slug: Slug
+    organization_name: Annotated[str, Field(min_length=1, max_length=200)]
+    environment_id: Identifier | None = None
+    status: Status = Status.ACTIVE
+    runtime: dict[str, Any] = {}
+    quotas: list[Quota] = []
+    projects: list[Project] = []
+
+
+class Manifest(Strict):
+    customer: Customer | None = None
+    deployment: Deployment
+    organizations: list[Organization] = []
+
+    @property
+    def cost_config(self) -> CostConfig | None:
+        for feature in self.deployment.enabled_features:
+            if feature.name is FeatureName.COST and feature.enabled and feature.config is not None:
+                return feature.config
+        return None
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    """JSON Schema of the manifest, generated from these models (validation-side view)."""
+    schema = Manifest.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Quotagate manifest"
+    return schema

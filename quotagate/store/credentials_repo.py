@@ -1,0 +1,61 @@
+"""Provider credentials: stored encrypted, rotated in one place; the secret is never returned or logged."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from quotagate.apis import Provider
+from quotagate.errors import ConfigError
+from quotagate.secret_box import SecretBox
+from quotagate.store.audit import record_admin_action
+from quotagate.store.config_state import bump_config_version
+from quotagate.store.tables import ProviderCredential
+
+
+def set_provider_key(
+    session: Session,
+    box: SecretBox,
+    provider: Provider,
+    secret: str,
+    *,
+    actor: str,
+    now: datetime | None = None,
+) -> int:
+    """Store (or rotate) the provider key; every process picks it up on its next config poll. Returns its version."""
+    secret = secret.strip()
+    if not secret or any(ch in secret for ch in "\r\n\0"):
+        raise ConfigError("the provider key is empty or contains line breaks")
+    now = now or datetime.now(UTC)
+    row = session.get(ProviderCredential, provider.value)
+    if row is None:
+        row = ProviderCredential(
+            provider=provider.value,
+            source="stored",
+            env_var=None,
+            key_version=0,
+            status="active",
+            managed_by="api",
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+    before = {"source": row.source, "version": row.key_version}
+    row.ciphertext = box.seal(secret, provider.value)
+    row.source = "stored"
+    row.env_var = None
+    row.key_version = (row.key_version or 0) + 1
+    row.updated_at = now
+    record_admin_action(
+        session,
+        actor=actor,
+        action="upstream.set_key",
+        target_type="provider_credential",
+        target_id=provider.value,
+        before=before,
+        after={"source": "stored", "version": row.key_version},
+        at=now,
+    )
+    bump_config_version(session, now)
+    return row.key_version

@@ -1,0 +1,212 @@
+"""Plan and apply a manifest against the database: transactional, idempotent, never deletes history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from quotagate.errors import ConfigError
+from quotagate.manifest.desired import KINDS, DesiredState, Row
+from quotagate.store import tables as t
+from quotagate.store.audit import record_admin_action
+from quotagate.store.config_state import bump_config_version, get_config_state
+
+MODEL_BY_KIND: dict[str, type[Any]] = {
+    "upstream": t.Upstream,
+    "route": t.Route,
+    "credential": t.ProviderCredential,
+    "organization": t.Organization,
+    "project": t.Project,
+    "client": t.Client,
+    "gateway_key": t.GatewayKey,
+    "quota": t.Quota,
+}
+PK_BY_KIND = {
+    "upstream": "name",
+    "route": "location",
+    "credential": "provider",
+    "organization": "id",
+    "project": "id",
+    "client": "id",
+    "gateway_key": "key_id",
+    "quota": "id",
+}
+DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class Change:
+    action: str  # create | update | disable | note
+    kind: str
+    ident: str
+    fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # name -> (before, after)
+    note: str = ""
+
+    def describe(self) -> str:
+        sign = {"create": "+", "update": "~", "disable": "-", "note": "!"}[self.action]
+        head = f"{sign} {self.kind} {self.ident}"
+        if self.note:
+            head += f" ({self.note})"
+        if self.action == "update":
+            diffs = ", ".join(f"{k}: {_show(a)} -> {_show(b)}" for k, (a, b) in self.fields.items())
+            head += f": {diffs}"
+        return head
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: list[Change]
+
+    @property
+    def empty(self) -> bool:
+        return not any(c.action != "note" for c in self.changes)
+
+    def summary(self) -> str:
+        counts = {a: sum(1 for c in self.changes if c.action == a) for a in ("create", "update", "disable")}
+        return f"{counts['create']} to create, {counts['update']} to change, {counts['disable']} to disable"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "changes": [
+                {
+                    "action": c.action,
+                    "kind": c.kind,
+                    "id": c.ident,
+                    "note": c.note or None,
+                    "fields": {k: [_jsonable(a), _jsonable(b)] for k, (a, b) in c.fields.items()},
+                }
+                for c in self.changes
+            ],
+            "summary": self.summary(),
+        }
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Decimal):
+        return format(v, "f")
+    if isinstance(v, datetime):
+        return v.isoformat()
+    return v
+
+
+def _show(v: Any) -> str:
+    return "null" if v is None else str(_jsonable(v))
+
+
+def plan_manifest(session: Session, desired: DesiredState) -> Plan:
+    changes: list[Change] = []
+    for kind in KINDS:
+        model, pk = MODEL_BY_KIND[kind], PK_BY_KIND[kind]
+        existing = {getattr(row, pk): row for row in session.scalars(select(model))}
+        for ident, want in desired.rows[kind].items():
+            row = existing.get(ident)
+            if row is None:
+                changes.append(Change("create", kind, ident, {k: (None, v) for k, v in want.items()}))
+                continue
+            diff = {k: (getattr(row, k), v) for k, v in want.items() if not _same(getattr(row, k), v)}
+            if kind == "gateway_key" and row.status == "revoked" and "status" in diff:
+                diff.pop("status")
+                changes.append(Change("note", kind, ident, note="revoked keys stay revoked; issue a new key id"))
+            if diff:
+                changes.append(Change("update", kind, ident, diff))
+        for ident, row in existing.items():
+            if ident not in desired.rows[kind] and row.managed_by == "manifest" and row.status != DISABLED:
+                changes.append(
+                    Change("disable", kind, ident, {"status": (row.status, DISABLED)}, "not in the manifest")
+                )
+    changes.extend(_plan_rate_card(session, desired))
+    state = get_config_state(session)
+    if desired.deployment != (state.deployment or {}):
+        changes.append(
+            Change(
+                "update",
+                "deployment",
+                desired.deployment["environment_id"],
+                {"deployment": (state.deployment, desired.deployment)},
+            )
+        )
+    return Plan(changes)
+
+
+def _plan_rate_card(session: Session, desired: DesiredState) -> list[Change]:
+    card = desired.rate_card
+    if card is None:
+        return []
+    out: list[Change] = []
+    existing = session.get(t.RateCard, card.version)
+    if existing is None:
+        out.append(Change("create", "rate_card", card.version, note=f"{len(card.entries)} prices"))
+    elif existing.content_sha256 != card.content_sha256:
+        raise ConfigError(
+            f"rate card version {card.version!r} already exists with different prices; rate cards are immutable, "
+            "give the new prices a new rate_card_version"
+        )
+    active = get_config_state(session).active_rate_card
+    if active != card.version:
+        out.append(Change("update", "active_rate_card", "-", {"version": (active, card.version)}))
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, Decimal) or isinstance(b, Decimal):
+        return a is not None and b is not None and Decimal(a) == Decimal(b)
+    return bool(a == b)
+
+
+def apply_plan(session: Session, desired: DesiredState, plan: Plan, actor: str) -> None:
+    """Carry out `plan` in the caller's transaction and bump the config version once."""
+    if plan.empty:
+        return
+    now = datetime.now(UTC)
+    for change in plan.changes:
+        if change.kind in MODEL_BY_KIND:
+            _apply_row_change(session, change, desired, now)
+        elif change.kind == "rate_card" and desired.rate_card is not None:
+            card = desired.rate_card
+            session.add(t.RateCard(version=card.version, content_sha256=card.content_sha256, created_at=now))
+            session.flush()
+            session.add_all(t.RateCardEntry(version=card.version, **entry) for entry in card.entries)
+        elif change.kind == "active_rate_card" and desired.rate_card is not None:
+            get_config_state(session).active_rate_card = desired.rate_card.version
+        elif change.kind == "deployment":
+            get_config_state(session).deployment = desired.deployment
+        if change.action != "note":
+            record_admin_action(
+                session,
+                actor=actor,
+                action=f"manifest.{change.action}",
+                target_type=change.kind,
+                target_id=change.ident,
+                organization_id=_org_of(change, desired),
+                before={k: _jsonable(a) for k, (a, _) in change.fields.items()} or None,
+                after={k: _jsonable(b) for k, (_, b) in change.fields.items()} or None,
+                at=now,
+            )
+    session.flush()
+    bump_config_version(session, now)
+
+
+def _apply_row_change(session: Session, change: Change, desired: DesiredState, now: datetime) -> None:
+    model, pk = MODEL_BY_KIND[change.kind], PK_BY_KIND[change.kind]
+    if change.action == "create":
+        row: Row = {pk: change.ident, **desired.rows[change.kind][change.ident]}
+        session.add(model(**row, managed_by="manifest", created_at=now, updated_at=now))
+        session.flush()  # children in later kinds reference this row
+    elif change.action in {"update", "disable"}:
+        obj = session.get(model, change.ident)
+        assert obj is not None
+        for name, (_, after) in change.fields.items():
+            setattr(obj, name, after)
+        obj.updated_at = now
+
+
+def _org_of(change: Change, desired: DesiredState) -> str | None:
+    if change.kind == "organization":
+        return change.ident
+    row = desired.rows.get(change.kind, {}).get(change.ident)
+    return row.get("organization_id") if row else None

@@ -1,0 +1,114 @@
+"""Builds the in-memory Snapshot from the database (a handful of queries, run on change, never per request)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from quotagate.apis import Provider
+from quotagate.snapshot import (
+    ClientView,
+    CredentialRef,
+    KeyView,
+    OrgView,
+    Price,
+    ProjectView,
+    QuotaView,
+    RouteView,
+    Snapshot,
+    UpstreamView,
+)
+from quotagate.store import tables as t
+from quotagate.store.config_state import get_config_state
+
+
+def load_snapshot(session: Session) -> Snapshot:
+    state = get_config_state(session)
+    orgs = {o.id: OrgView(o.id, o.slug, o.name, o.status) for o in session.scalars(select(t.Organization))}
+    projects = {
+        p.id: ProjectView(p.id, p.organization_id, p.slug, p.name, p.status) for p in session.scalars(select(t.Project))
+    }
+    clients = {
+        c.id: ClientView(c.id, c.organization_id, c.project_id, c.name, c.client_type, c.status, c.default_tag)
+        for c in session.scalars(select(t.Client))
+    }
+    keys = {
+        k.key_id: KeyView(
+            key_id=k.key_id,
+            org_id=k.organization_id,
+            project_id=k.project_id,
+            client_id=k.client_id,
+            status=k.status,
+            secret_hash=k.secret_hash,
+            tier=k.tier,
+            models=frozenset(k.models) if k.models is not None else None,
+            expires_at=k.expires_at,
+            previous_secret_hash=k.previous_secret_hash,
+            previous_valid_until=k.previous_valid_until,
+        )
+        for k in session.scalars(select(t.GatewayKey))
+    }
+    quotas: dict[tuple[str, str], list[QuotaView]] = defaultdict(list)
+    for q in session.scalars(select(t.Quota).where(t.Quota.status == "active").order_by(t.Quota.id)):
+        quotas[(q.scope_type, q.scope_id)].append(
+            QuotaView(
+                id=q.id,
+                org_id=q.organization_id,
+                scope_type=q.scope_type,
+                scope_id=q.scope_id,
+                enforce=q.enforcement_mode == "enforce",
+                rpm_limit=q.rpm_limit,
+                tpm_limit=q.tpm_limit,
+                monthly_spend_nanos=q.monthly_spend_nanos,
+                unit=q.monthly_spend_unit,
+                prepaid=q.prepaid,
+                model_allowlist=frozenset(q.model_allowlist) if q.model_allowlist is not None else None,
+            )
+        )
+    prices: dict[tuple[Provider, str], Price] = {}
+    if state.active_rate_card:
+        for e in session.scalars(select(t.RateCardEntry).where(t.RateCardEntry.version == state.active_rate_card)):
+            provider = Provider(e.provider)
+            prices[(provider, e.model)] = Price(
+                provider=provider,
+                model=e.model,
+                unit=e.unit,
+                input=e.input,
+                output=e.output,
+                cache_read=e.cache_read,
+                cache_write=e.cache_write,
+                multiplier=e.multiplier,
+                version=e.version,
+                max_output_tokens=e.max_output_tokens,
+            )
+    routes = sorted(
+        (
+            RouteView(r.location, Provider(r.provider), r.upstream, r.auth_fail_closed)
+            for r in session.scalars(select(t.Route).where(t.Route.status == "active"))
+        ),
+        key=lambda r: len(r.location),
+        reverse=True,
+    )
+    upstreams = {}
+    for u in session.scalars(select(t.Upstream).where(t.Upstream.status == "active")):
+        host, _, port = u.server.rpartition(":")
+        upstreams[u.name] = UpstreamView(u.name, host.strip("[]"), int(port), u.tls, u.ssl_name, u.keepalive)
+    credentials = {
+        Provider(c.provider): CredentialRef(Provider(c.provider), c.source, c.env_var, c.ciphertext, c.key_version)
+        for c in session.scalars(select(t.ProviderCredential).where(t.ProviderCredential.status == "active"))
+    }
+    return Snapshot(
+        version=state.version,
+        orgs=orgs,
+        projects=projects,
+        clients=clients,
+        keys=keys,
+        quotas={k: tuple(v) for k, v in quotas.items()},
+        rate_card_version=state.active_rate_card,
+        prices=prices,
+        routes=tuple(routes),
+        upstreams=upstreams,
+        credentials=credentials,
+    )

@@ -1,0 +1,1 @@
+"""Shared test helpers: real servers (PostgreSQL, Redis, Envoy), free ports, CLI runner."""
