@@ -16,7 +16,7 @@ EXAMPLES = REPO / "examples"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own QUOTAGATE_HOME and no inherited QUOTAGATE_* settings."""
     for name in list(os.environ):
         if name.startswith("QUOTAGATE_") and not name.startswith("QUOTAGATE_TEST_") and name != "QUOTAGATE_SOAK":

@@ -13,11 +13,11 @@ from quotagate.settings import load_settings, settings_reference_markdown
 from tests.conftest import REPO
 
 
-def test_defaults_are_the_embedded_backends(_isolated_home: Path) -> None:
+def test_defaults_are_the_embedded_backends(isolated_home: Path) -> None:
     s = load_settings()
-    assert s.home == _isolated_home
+    assert s.home == isolated_home
     assert s.embedded
-    assert s.effective_database_url == f"sqlite:///{_isolated_home / 'quotagate.db'}"
+    assert s.effective_database_url == f"sqlite:///{isolated_home / 'quotagate.db'}"
 
 
 def test_environment_beats_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
