@@ -1,0 +1,5 @@
+import sys
+
+from quotagate.fake_provider.cli import main
+
+sys.exit(main())
