@@ -55,6 +55,7 @@ __all__ = [
     "OPENAI_REPLY_PRIMING",
     "count_tokens",
     "estimate_prompt_tokens",
+    "hidden_tokens_allowance",
     "max_output_tokens",
     "prompt_texts",
     "tokenizer_available",
@@ -363,3 +364,19 @@ def max_output_tokens(api: Api, body: Mapping[str, Any]) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
     return None
+
+
+def hidden_tokens_allowance(api: Api, body: Mapping[str, Any]) -> int:
+    """Tokens a provider bills that the body's bytes do not bound: media parts (each at the flat
+    ``MEDIA_PART_TOKENS``) and Anthropic's hidden tool-use and thinking prompts. Added to
+    ``upper_bound_tokens`` for hard caps. Provider-side server tools (web search results) are not
+    bounded by anything in the request and are not covered."""
+    prompt, _ = _collect(api, body)
+    allowance = prompt.media * MEDIA_PART_TOKENS
+    if api is Api.ANTHROPIC_MESSAGES:
+        if isinstance(body.get("tools"), list) and body["tools"]:
+            allowance += ANTHROPIC_TOOLS_OVERHEAD
+        thinking = body.get("thinking")
+        if isinstance(thinking, Mapping) and thinking.get("type") in ("enabled", "adaptive"):
+            allowance += ANTHROPIC_THINKING_OVERHEAD
+    return allowance

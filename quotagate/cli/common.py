@@ -35,6 +35,14 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def parse_past(text: str, now: datetime | None = None) -> datetime:
+    """A duration back from now ('7d') or an ISO 8601 timestamp (UTC when no zone is given)."""
+    now = now or datetime.now(UTC)
+    if _DURATION.match(text.strip()):
+        return now - parse_duration(text)
+    return parse_when(text, now)
+
+
 def actor() -> str:
     try:
         user = getpass.getuser()

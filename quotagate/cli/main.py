@@ -14,7 +14,9 @@ COMMAND_MODULES = (
     "quotagate.cli.manifest_cmd",
     "quotagate.cli.keys_cmd",
     "quotagate.cli.upstream_cmd",
+    "quotagate.cli.usage_cmd",
     "quotagate.cli.db_cmd",
+    "quotagate.fake_provider.cli",
     "quotagate.cli.config_cmd",
 )
 

@@ -26,10 +26,13 @@ class Database:
         return self.engine.dialect.name
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A session whose work commits on success and rolls back entirely on any error."""
+    def transaction(self, *, immediate: bool = False) -> Iterator[Session]:
+        """A session whose work commits on success and rolls back entirely on any error.
+
+        `immediate` takes SQLite's write lock at BEGIN (needed when the transaction reads then appends)."""
+        bind = self.engine.execution_options(immediate=True) if immediate else self.engine
         try:
-            with self._sessions.begin() as session:
+            with Session(bind, expire_on_commit=False) as session, session.begin():
                 yield session
         except OperationalError as exc:
             raise BackendUnavailable(f"database unreachable: {exc.orig}") from exc

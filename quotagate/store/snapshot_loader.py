@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from quotagate.apis import Provider
+from quotagate.models_catalog import split_model
 from quotagate.snapshot import (
     ClientView,
     CredentialRef,
@@ -43,7 +44,7 @@ def load_snapshot(session: Session) -> Snapshot:
             status=k.status,
             secret_hash=k.secret_hash,
             tier=k.tier,
-            models=frozenset(k.models) if k.models is not None else None,
+            models=_bare(k.models),
             expires_at=k.expires_at,
             previous_secret_hash=k.previous_secret_hash,
             previous_valid_until=k.previous_valid_until,
@@ -64,7 +65,7 @@ def load_snapshot(session: Session) -> Snapshot:
                 monthly_spend_nanos=q.monthly_spend_nanos,
                 unit=q.monthly_spend_unit,
                 prepaid=q.prepaid,
-                model_allowlist=frozenset(q.model_allowlist) if q.model_allowlist is not None else None,
+                model_allowlist=_bare(q.model_allowlist),
             )
         )
     prices: dict[tuple[Provider, str], Price] = {}
@@ -112,3 +113,8 @@ def load_snapshot(session: Session) -> Snapshot:
         upstreams=upstreams,
         credentials=credentials,
     )
+
+
+def _bare(models: list[str] | None) -> frozenset[str] | None:
+    """Allowlists compare bare model names: `openai/gpt-5.4` and `gpt-5.4` are the same entry."""
+    return None if models is None else frozenset(split_model(m)[1] for m in models)

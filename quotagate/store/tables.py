@@ -253,3 +253,43 @@ class AdminAuditEvent(Base):
     target_id: Mapped[str | None] = mapped_column(String(300))
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class AdminToken(Base):
+    """Admin API tokens (`<token_id>.<secret>`), hashed like gateway keys; global or scoped to one organization."""
+
+    __tablename__ = "admin_tokens"
+    token_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    organization_id: Mapped[str | None] = mapped_column(ForeignKey("organizations.id"), index=True)  # None: global
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # active | revoked
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+
+
+class IdempotencyKey(Base):
+    """Replayed POSTs (same Idempotency-Key and actor) get the first response instead of a second effect."""
+
+    __tablename__ = "idempotency_keys"
+    actor: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+
+
+class LedgerCheckpoint(Base):
+    """A signed chain head: Ed25519 over the organization, sequence number and hash at a point in time."""
+
+    __tablename__ = "ledger_checkpoints"
+    __table_args__ = (Index("ix_ledger_checkpoints_org_seq", "organization_id", "seq"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    organization_id: Mapped[str] = mapped_column(String(128))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime]
+    key_id: Mapped[str] = mapped_column(String(64))  # fingerprint of the signing public key
+    signature: Mapped[str] = mapped_column(String(200))  # base64
+    anchor: Mapped[str | None] = mapped_column(Text)  # where the sink wrote it

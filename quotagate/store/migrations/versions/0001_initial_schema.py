@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 08:21:15.518197
+Create Date: 2026-11-22 08:40:47.584610
 
 """
 from typing import Sequence, Union
@@ -47,6 +47,29 @@ def upgrade() -> None:
     sa.Column('updated_at', quotagate.store.types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_config_state'))
     )
+    op.create_table('idempotency_keys',
+    sa.Column('actor', sa.String(length=200), nullable=False),
+    sa.Column('key', sa.String(length=200), nullable=False),
+    sa.Column('request_sha256', sa.String(length=64), nullable=False),
+    sa.Column('status', sa.Integer(), nullable=False),
+    sa.Column('response', sa.JSON(), nullable=False),
+    sa.Column('created_at', quotagate.store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('actor', 'key', name=op.f('pk_idempotency_keys'))
+    )
+    op.create_table('ledger_checkpoints',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('organization_id', sa.String(length=128), nullable=False),
+    sa.Column('seq', sa.BigInteger(), nullable=False),
+    sa.Column('hash', sa.String(length=64), nullable=False),
+    sa.Column('signed_at', quotagate.store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('key_id', sa.String(length=64), nullable=False),
+    sa.Column('signature', sa.String(length=200), nullable=False),
+    sa.Column('anchor', sa.Text(), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_checkpoints'))
+    )
+    with op.batch_alter_table('ledger_checkpoints', schema=None) as batch_op:
+        batch_op.create_index('ix_ledger_checkpoints_org_seq', ['organization_id', 'seq'], unique=False)
+
     op.create_table('ledger_entries',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('organization_id', sa.String(length=128), nullable=False),
@@ -148,6 +171,20 @@ def upgrade() -> None:
     with op.batch_alter_table('usage_events', schema=None) as batch_op:
         batch_op.create_index('ix_usage_events_key_started', ['key_id', 'started_at'], unique=False)
         batch_op.create_index('ix_usage_events_org_started', ['organization_id', 'started_at'], unique=False)
+
+    op.create_table('admin_tokens',
+    sa.Column('token_id', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('organization_id', sa.String(length=128), nullable=True),
+    sa.Column('secret_hash', sa.String(length=64), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('created_at', quotagate.store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_used_at', quotagate.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_admin_tokens_organization_id_organizations')),
+    sa.PrimaryKeyConstraint('token_id', name=op.f('pk_admin_tokens'))
+    )
+    with op.batch_alter_table('admin_tokens', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_admin_tokens_organization_id'), ['organization_id'], unique=False)
 
     op.create_table('projects',
     sa.Column('id', sa.String(length=128), nullable=False),
@@ -287,6 +324,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_projects_organization_id'))
 
     op.drop_table('projects')
+    with op.batch_alter_table('admin_tokens', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_admin_tokens_organization_id'))
+
+    op.drop_table('admin_tokens')
     with op.batch_alter_table('usage_events', schema=None) as batch_op:
         batch_op.drop_index('ix_usage_events_org_started')
         batch_op.drop_index('ix_usage_events_key_started')
@@ -300,6 +341,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_ledger_entries_ref'))
 
     op.drop_table('ledger_entries')
+    with op.batch_alter_table('ledger_checkpoints', schema=None) as batch_op:
+        batch_op.drop_index('ix_ledger_checkpoints_org_seq')
+
+    op.drop_table('ledger_checkpoints')
+    op.drop_table('idempotency_keys')
     op.drop_table('config_state')
     with op.batch_alter_table('admin_audit_events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_admin_audit_events_organization_id'))

@@ -1,0 +1,1 @@
+"""The tamper-evident ledger: per-organization hash chains, signed checkpoints, independent verification."""

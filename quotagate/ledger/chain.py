@@ -1,0 +1,54 @@
+"""The hash chain: ``hash = SHA-256(prev_hash || canonical_bytes(entry))``.
+
+``canonical_bytes`` is RFC 8785 (JSON Canonicalization Scheme) of the entry object
+``{"org", "seq", "kind", "ref", "amount_nanos", "recorded_at", "data"}``: keys sorted, no spaces,
+numbers in their shortest form, UTF-8. ``prev_hash`` is the 32 raw bytes of the previous entry's hash
+(the genesis entry of an organization uses 32 zero bytes). Money inside ``data`` is a decimal string or
+integer nanos, never a float, so every verifier computes the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import rfc8785
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    org: str
+    seq: int
+    kind: str
+    ref: str | None
+    amount_nanos: int
+    recorded_at: str  # ISO 8601 UTC, microseconds
+    data: dict[str, Any]
+
+    def content(self) -> dict[str, Any]:
+        return {
+            "org": self.org,
+            "seq": self.seq,
+            "kind": self.kind,
+            "ref": self.ref,
+            "amount_nanos": self.amount_nanos,
+            "recorded_at": self.recorded_at,
+            "data": self.data,
+        }
+
+
+def canonical_bytes(content: dict[str, Any]) -> bytes:
+    return bytes(rfc8785.dumps(content))
+
+
+def link_hash(prev_hash: str, canonical: bytes) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
+
+
+def seal(entry: Entry, prev_hash: str) -> tuple[bytes, str]:
+    """(canonical body, hash) of an entry appended after `prev_hash`."""
+    body = canonical_bytes(entry.content())
+    return body, link_hash(prev_hash, body)

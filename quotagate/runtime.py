@@ -1,0 +1,98 @@
+"""A running gateway process: the core wired to its backends, with its background tasks.
+
+Front doors (ext_authz server, mitmproxy addon) build one GatewayRuntime and call `gatekeeper.check`
+and `meter(ticket)`; everything else (config refresh, usage writer, reservation sweeper) runs here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from quotagate.app import App, open_app
+from quotagate.gateway.check import Gatekeeper
+from quotagate.gateway.config import ConfigCache
+from quotagate.gateway.ticket import Ticket
+from quotagate.limits.model import Counters
+from quotagate.metering.meter import Meter, MeterServices
+from quotagate.metering.sweeper import Sweeper
+from quotagate.settings import Settings
+from quotagate.snapshot import Snapshot
+from quotagate.store.baseline import StoreBaseline
+from quotagate.store.config_state import read_config_version
+from quotagate.store.counters_factory import open_counters
+from quotagate.store.snapshot_loader import load_snapshot
+from quotagate.store.usage_repo import recorded_figures
+from quotagate.store.usage_writer import UsageWriter
+from quotagate.upstream_keys import ProviderKeys
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GatewayRuntime:
+    app: App
+    config: ConfigCache
+    counters: Counters
+    writer: UsageWriter
+    gatekeeper: Gatekeeper
+    meter_services: MeterServices
+    sweeper: Sweeper
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings
+
+    def meter(self, ticket: Ticket) -> Meter:
+        return Meter(ticket, self.meter_services)
+
+    async def start(self) -> None:
+        self.writer.start()
+        self._tasks = [
+            asyncio.create_task(self.config.run(), name="config-refresh"),
+            asyncio.create_task(self.sweeper.run(), name="reservation-sweeper"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.to_thread(self.writer.stop)
+        await self.counters.close()
+        self.app.close()
+
+
+def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
+    app = open_app(settings)
+    s = app.settings
+    db = app.db
+
+    def load() -> Snapshot:
+        with db.read() as session:
+            return load_snapshot(session)
+
+    def version() -> int:
+        with db.read() as session:
+            return read_config_version(session)
+
+    config = ConfigCache(load, version, refresh_s=s.config_refresh_ms / 1000)
+    counters = open_counters(s, StoreBaseline(db, s.spend_timezone))
+    writer = UsageWriter(db, s.home / "spool")
+    gatekeeper = Gatekeeper(
+        config=config,
+        hasher=app.hasher,
+        counters=counters,
+        provider_keys=ProviderKeys(app.secret_box),
+        settings=s,
+        sink=writer,
+        clock=time.time,
+    )
+    services = MeterServices(config=config, counters=counters, sink=writer)
+    sweeper = Sweeper(counters=counters, find_recorded=lambda rid: recorded_figures(db, rid), sink=writer)
+    return GatewayRuntime(app, config, counters, writer, gatekeeper, services, sweeper)
