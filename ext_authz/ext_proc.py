@@ -1,0 +1,50 @@
+"""The ExternalProcessor gRPC service: owns each Process stream; `processor.py` holds the logic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from ext_authz.processor import OpenMeter, StreamMeter, StreamProcessor
+
+log = logging.getLogger(__name__)
+ENDED_EARLY = "the ext_proc stream ended before the response did"
+
+
+class ExternalProcessorService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    def __init__(self, open_meter: OpenMeter) -> None:
+        self._open_meter = open_meter
+        self._finishing: set[asyncio.Task[object]] = set()
+
+    async def Process(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[pb.ProcessingResponse]:
+        processor = StreamProcessor(self._open_meter)
+        try:
+            async for request in requests:
+                response = processor.handle(request)
+                if response is not None:
+                    yield response
+                if processor.response_ended and processor.meter is not None:
+                    await processor.meter.finish()
+        finally:
+            # The stream ended (or was reset) first: client gone, upstream reset, Envoy or this server
+            # stopping. The meter charges for what passed.
+            if not processor.response_ended:
+                self._finish_later(processor.meter, ENDED_EARLY)
+
+    def _finish_later(self, meter: StreamMeter | None, error: str) -> None:
+        """Finish in a task of its own: the stream's task may be being cancelled."""
+        if meter is None:
+            return
+        task = asyncio.get_running_loop().create_task(meter.finish(error=error))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def drain(self) -> None:
+        """Wait for meters still finishing (shutdown, after the server stopped taking streams)."""
+        if self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)

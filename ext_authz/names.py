@@ -1,0 +1,14 @@
+"""Names shared by the gRPC services and the Envoy configuration they are deployed with."""
+
+from __future__ import annotations
+
+from quotagate.gateway.check import UPSTREAM_HEADER
+
+# ext_authz's dynamic metadata namespace; ext_proc filters forward it (metadata_options.forwarding_namespaces).
+AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz"
+# Set by Check on requests whose body must be rewritten; the rewrite ext_proc filter runs only for them.
+REWRITE_HEADER = "x-quotagate-rewrite"
+# Envoy adds this to the Check request when it sent only the first max_request_bytes of the body.
+PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
+
+__all__ = ["AUTHZ_NAMESPACE", "PARTIAL_BODY_HEADER", "REWRITE_HEADER", "UPSTREAM_HEADER"]
