@@ -17,8 +17,10 @@ from quotagate.gateway.check import Gatekeeper
 from quotagate.gateway.config import ConfigCache
 from quotagate.gateway.ticket import Ticket
 from quotagate.limits.model import Counters
+from quotagate.metering.access_log import AccessLogSink
 from quotagate.metering.meter import Meter, MeterServices
 from quotagate.metering.sweeper import Sweeper
+from quotagate.metrics import MetricsSink
 from quotagate.settings import Settings
 from quotagate.snapshot import Snapshot
 from quotagate.store.baseline import StoreBaseline
@@ -84,15 +86,17 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
     config = ConfigCache(load, version, refresh_s=s.config_refresh_ms / 1000)
     counters = open_counters(s, StoreBaseline(db, s.spend_timezone))
     writer = UsageWriter(db, s.home / "spool")
+    # Every event is counted, logged as one JSON access line, then spooled durably.
+    sink = MetricsSink(AccessLogSink(writer))
     gatekeeper = Gatekeeper(
         config=config,
         hasher=app.hasher,
         counters=counters,
         provider_keys=ProviderKeys(app.secret_box),
         settings=s,
-        sink=writer,
+        sink=sink,
         clock=time.time,
     )
-    services = MeterServices(config=config, counters=counters, sink=writer)
+    services = MeterServices(config=config, counters=counters, sink=sink)
     sweeper = Sweeper(counters=counters, find_recorded=lambda rid: recorded_figures(db, rid), sink=writer)
     return GatewayRuntime(app, config, counters, writer, gatekeeper, services, sweeper)

@@ -28,6 +28,7 @@ from quotagate.identity.authenticate import AuthFailure, authenticate
 from quotagate.identity.credentials import CREDENTIAL_HEADERS, SecretHasher, credential_from_headers
 from quotagate.limits.model import Counters, Decision, LimitKind, ReservationRequest
 from quotagate.metering.record import UsageRecord, UsageSink
+from quotagate.metrics import BACKEND_ERRORS, DECISION_SECONDS
 from quotagate.models_catalog import split_model
 from quotagate.policy import counter_id, limit_checks, model_allowed, quotas_for
 from quotagate.pricing import worst_case_nanos
@@ -75,6 +76,13 @@ class Gatekeeper:
         self._zone = ZoneInfo(settings.spend_timezone)
 
     async def check(self, req: CheckInput) -> Outcome:
+        started = time.perf_counter()
+        try:
+            return await self._check(req)
+        finally:
+            DECISION_SECONDS.observe(time.perf_counter() - started)
+
+    async def _check(self, req: CheckInput) -> Outcome:
         now = self._clock()
         snapshot = self._config.snapshot
         request_id = _request_id(req.headers.get("x-request-id"))
@@ -167,6 +175,7 @@ class Gatekeeper:
                     )
                 )
             except BackendUnavailable as exc:
+                BACKEND_ERRORS.labels("counters").inc()
                 if route.auth_fail_closed:
                     log.error("counter backend unavailable, failing closed: %s", exc)
                     return refuse_known(
@@ -235,7 +244,11 @@ class Gatekeeper:
         return Allow(
             ticket=ticket,
             set_headers=set_headers,
-            remove_headers=tuple(h for h in CREDENTIAL_HEADERS if h not in {k for k, _ in set_headers}),
+            # accept-encoding goes too: the provider then answers uncompressed, which metering can read.
+            remove_headers=(
+                *(h for h in CREDENTIAL_HEADERS if h not in {k for k, _ in set_headers}),
+                "accept-encoding",
+            ),
             response_headers=remaining_headers(decision),
         )
 

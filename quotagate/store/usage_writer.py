@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from quotagate.metering.record import UsageRecord
+from quotagate.metrics import BACKEND_ERRORS, SPOOLED
 from quotagate.store.database import Database
 from quotagate.store.ledger_repo import NewEntry, append_entries
 from quotagate.store.spool import Spool
@@ -86,11 +87,13 @@ class UsageWriter:
         while not self._stop.is_set():
             try:
                 self.drain_once()
+                SPOOLED.set(self.depth())
                 if time.monotonic() - self._last_orphan_scan > ORPHAN_SCAN_S:
                     self._adopt_orphans()
                 backoff = self._interval
             except Exception as exc:
                 self.failures += 1
+                BACKEND_ERRORS.labels("database").inc()
                 backoff = min(backoff * 2, 5.0)
                 if self.failures in (1, 10) or self.failures % 100 == 0:
                     log.warning("usage writer: %s; %d event(s) spooled, retrying", exc, self.depth())
