@@ -26,10 +26,12 @@ class Database:
         return self.engine.dialect.name
 
     @contextmanager
-    def transaction(self, *, immediate: bool = False) -> Iterator[Session]:
+    def transaction(self, *, immediate: bool = True) -> Iterator[Session]:
         """A session whose work commits on success and rolls back entirely on any error.
 
-        `immediate` takes SQLite's write lock at BEGIN (needed when the transaction reads then appends)."""
+        On SQLite it takes the write lock at BEGIN (IMMEDIATE): writes are serialized there anyway, and a
+        transaction that reads a chain head then appends must not race another writer. Pass
+        `immediate=False` only for a write that reads nothing it depends on."""
         bind = self.engine.execution_options(immediate=True) if immediate else self.engine
         try:
             with Session(bind, expire_on_commit=False) as session, session.begin():

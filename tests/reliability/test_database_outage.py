@@ -11,7 +11,14 @@ from sqlalchemy import create_engine, func, select
 
 from quotagate.gateway.outcome import Allow
 from quotagate.store.tables import LedgerEntry, UsageEvent
-from tests.support.gateway import apply_manifest, chat_request, issue_key, manifest_text, running_runtime
+from tests.support.gateway import (
+    apply_manifest,
+    chat_request,
+    edit_manifest,
+    issue_key,
+    manifest_text,
+    running_runtime,
+)
 from tests.support.throwaway import throwaway_postgres
 
 pytestmark = pytest.mark.postgres
@@ -31,7 +38,9 @@ async def test_postgres_outage_loses_nothing(monkeypatch: pytest.MonkeyPatch) ->
     total = 1000
     with throwaway_postgres() as pg:
         monkeypatch.setenv("QUOTAGATE_DATABASE_URL", pg.url)
-        apply_manifest(manifest_text())
+        apply_manifest(
+            edit_manifest(manifest_text(), lambda d: d["organizations"][0]["quotas"][1].update(rpm_limit=10**6))
+        )
         cred = issue_key("demo-key")
         async with running_runtime() as rt:
             for i in range(total):
