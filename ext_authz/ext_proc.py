@@ -30,6 +30,10 @@ class ExternalProcessorService(pb_grpc.ExternalProcessorServicer):  # type: igno
                     yield response
                 if processor.response_ended and processor.meter is not None:
                     await processor.meter.finish()
+                if processor.done:
+                    # Closing at once frees the stream: in observability mode Envoy would otherwise hold
+                    # it open for deferred_close_timeout (5 s) after every response.
+                    return
         finally:
             # The stream ended (or was reset) first: client gone, upstream reset, Envoy or this server
             # stopping. The meter charges for what passed.

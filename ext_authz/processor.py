@@ -40,6 +40,7 @@ class StreamProcessor:
         self._ticket_read = False
         self.meter: StreamMeter | None = None
         self.response_ended = False  # the response's end_of_stream was seen: the meter can finish
+        self.done = False  # nothing more will come that needs this stream: the server may close it
 
     def handle(self, request: Any) -> pb.ProcessingResponse | None:
         kind = request.WhichOneof("request")
@@ -49,8 +50,9 @@ class StreamProcessor:
             elif kind == "response_headers":
                 self._on_response_headers(request)
             elif kind == "response_trailers":
-                self.response_ended = True
+                self.response_ended = self.done = True
             elif kind == "request_body" and not request.observability_mode:
+                self.done = True  # the rewrite filter sends the buffered body and nothing else
                 return self._on_request_body(request)
         except Exception:  # never break the stream: pass the message through unchanged
             log.exception("ext_proc: handling %s failed", kind)
@@ -82,7 +84,7 @@ class StreamProcessor:
                 content_type = _header_value(header)
         meter.response_headers(status, content_type)
         if request.response_headers.end_of_stream:
-            self.response_ended = True
+            self.response_ended = self.done = True
 
     def _on_response_body(self, request: Any) -> None:
         meter = self._meter_for(request)
@@ -91,7 +93,7 @@ class StreamProcessor:
         body = request.response_body
         meter.chunk(body.body)
         if body.end_of_stream:
-            self.response_ended = True
+            self.response_ended = self.done = True
 
     def _meter_for(self, request: Any) -> StreamMeter | None:
         if self.meter is None:

@@ -124,7 +124,12 @@ def _metering() -> ExternalProcessor:
         response_body_mode=ProcessingModeBodySendMode.STREAMED,
         response_trailer_mode=_SEND,  # a response that ends with trailers ends there
     )
-    return _processor(mode=mode, timeout=None, observe=True)  # nothing waits, so no message timeout
+    metering = _processor(mode=mode, timeout=None, observe=True)  # nothing waits, so no message timeout
+    # Quotagate closes a metering stream itself once the response has ended. Envoy half-closes the
+    # others (client gone, upstream reset) this long after the request ends, which is when the meter
+    # learns it must charge what passed; 1 s instead of the default 5 s frees their reservation sooner.
+    metering.deferred_close_timeout = timedelta(seconds=1)
+    return metering
 
 
 def _rewrite_only_when_marked(options: RenderOptions) -> ExtensionWithMatcher:

@@ -18,7 +18,7 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
 from envoy_data_plane.google.protobuf import Any, Struct
 
 from ext_authz.envoy_config.clusters import clusters
-from ext_authz.envoy_config.filters import http_filters
+from ext_authz.envoy_config.filters import body_buffer_limit, http_filters
 from ext_authz.envoy_config.local_replies import local_reply_config
 from ext_authz.envoy_config.options import RenderOptions
 from ext_authz.envoy_config.routes import route_configuration
@@ -75,12 +75,17 @@ def _listener(snapshot: Snapshot, options: RenderOptions) -> Listener:
         http_filters=http_filters(options),
         # Envoy is the edge: the client address is the peer's, not a forgeable X-Forwarded-For.
         use_remote_address=True,
+        # Clients see the gateway's request id (the one in usage events and access logs); the
+        # provider's own id comes back as x-upstream-request-id (routes.py).
+        always_set_request_id_in_response=True,
         local_reply_config=local_reply_config(),
         access_log=_access_log() if options.access_log else [],
     )
     return Listener(
         name="quotagate",
         address=_address(*options.listen),
+        # Check (with_request_body) and the rewrite filter hold the whole request body.
+        per_connection_buffer_limit_bytes=body_buffer_limit(options),
         filter_chains=[
             FilterChain(
                 filters=[Filter(name="envoy.filters.network.http_connection_manager", typed_config=Any.pack(manager))]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from envoy_data_plane.envoy.config.core.v3 import DataSource
+from envoy_data_plane.envoy.config.core.v3 import DataSource, HeaderValue, HeaderValueOption
 from envoy_data_plane.envoy.config.route.v3 import (
     DirectResponseAction,
     HeaderMatcher,
@@ -22,7 +22,7 @@ from envoy_data_plane.envoy.config.route.v3 import (
 )
 from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher, StringMatcher
 
-from ext_authz.envoy_config.filters import body_buffer_limit, disabled_per_route
+from ext_authz.envoy_config.filters import disabled_per_route
 from ext_authz.envoy_config.options import RenderOptions
 from ext_authz.names import REWRITE_HEADER, UPSTREAM_HEADER
 from quotagate.snapshot import Snapshot, UpstreamView
@@ -69,8 +69,6 @@ def route_configuration(snapshot: Snapshot, options: RenderOptions) -> RouteConf
                 name="quotagate",
                 domains=["*"],
                 routes=routes,
-                # Check (with_request_body) and the rewrite filter buffer the whole body.
-                request_body_buffer_limit=body_buffer_limit(options),
             )
         ],
     )
@@ -92,4 +90,7 @@ def _to_upstream(upstream: UpstreamView, location: str, timeout: timedelta) -> R
             timeout=timeout,
         ),
         request_headers_to_remove=_STRIPPED_UPSTREAM,
+        response_headers_to_add=[
+            HeaderValueOption(header=HeaderValue(key="x-upstream-request-id", value="%RESP(x-request-id)%"))
+        ],
     )

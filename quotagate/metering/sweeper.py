@@ -9,7 +9,6 @@ the body, so there is nothing truthful to charge; the provider's own bill is the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -76,5 +75,4 @@ class Sweeper:
                 await self.sweep_once()
             except Exception as exc:  # backend down: the next round retries
                 log.warning("reservation sweep failed: %s", exc)
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(self._interval)
+            await asyncio.sleep(self._interval)  # cancellation ends the loop (GatewayRuntime.stop awaits it)

@@ -1,10 +1,7 @@
-"""Envoy suites: envoy-data-plane's generated classes are imported once here, quietly (their pydantic
-decorators raise deprecation warnings at import that say nothing about Quotagate)."""
+"""Envoy suites: one front door (fake provider + Quotagate + Envoy) per module."""
 
 from __future__ import annotations
 
-import warnings
+from tests.support.envoy import envoy_stack
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import ext_authz.envoy_config  # noqa: F401
+__all__ = ["envoy_stack"]

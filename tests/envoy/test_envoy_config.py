@@ -101,8 +101,8 @@ def test_check_fails_closed_with_a_503_after_a_realistic_timeout_and_sees_the_wh
         "pack_as_bytes": True,
     }
     assert authz["grpc_service"]["timeout"] == "3s"
-    vhost = _hcm(_render())["route_config"]["virtual_hosts"][0]
-    assert int(vhost["request_body_buffer_limit"]) > 8 * 1024 * 1024
+    listener = _render()["static_resources"]["listeners"][0]
+    assert listener["per_connection_buffer_limit_bytes"] > 8 * 1024 * 1024
 
 
 def test_metering_observes_without_waiting_and_never_blocks() -> None:
@@ -116,6 +116,7 @@ def test_metering_observes_without_waiting_and_never_blocks() -> None:
         "response_trailer_mode": "SEND",
     }
     assert metering["metadata_options"]["forwarding_namespaces"]["untyped"] == ["envoy.filters.http.ext_authz"]
+    assert metering["deferred_close_timeout"] == "1s"
 
 
 def test_the_rewrite_filter_only_runs_on_marked_requests() -> None:

@@ -13,7 +13,7 @@ def test_metering_sees_status_content_type_and_every_chunk_and_answers_nothing(m
     assert processor.handle(response_body(b"data: 1\n\n", ticket=ticket)) is None
     assert not processor.response_ended
     assert processor.handle(response_body(b"data: [DONE]\n\n", ticket=ticket, end=True)) is None
-    assert processor.response_ended
+    assert processor.response_ended and processor.done
     (meter,) = meters.opened
     assert meter.ticket == ticket
     assert meter.headers == [(200, "text/event-stream; charset=utf-8")]
@@ -93,7 +93,9 @@ def _request_body(raw: bytes, ticket: object) -> object:
 def test_the_rewrite_filter_gets_the_new_body() -> None:
     ticket = make_ticket(inject_include_usage=True, rewrite_model=True, model_requested="openai/gpt-4o-mini")
     raw = b'{"model": "openai/gpt-4o-mini", "stream": true, "messages": []}'
-    answer = StreamProcessor(Meters()).handle(_request_body(raw, ticket))
+    processor = StreamProcessor(Meters())
+    answer = processor.handle(_request_body(raw, ticket))
+    assert processor.done  # the rewrite filter sends nothing else: the stream can close
     assert answer is not None
     body = orjson.loads(answer.request_body.response.body_mutation.body)
     assert body == {"model": "gpt-4o-mini", "stream": True, "messages": [], "stream_options": {"include_usage": True}}

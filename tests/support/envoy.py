@@ -1,33 +1,64 @@
-"""The real Envoy for tests and benchmarks: free ports, a rendered config, start, wait for /ready, stop.
+"""The real Envoy for tests and benchmarks, alone or as the whole front door.
 
-    with running_envoy(config_dict, workdir=tmp_path) as envoy:
+    with running_envoy(config_dict, workdir=tmp_path, listen_port=..., admin_port=...) as envoy:
         httpx.post(envoy.url + "/v1/chat/completions", ...)
 
-Envoy's log and its stdout access log stay in `workdir` (pytest keeps tmp dirs of recent runs); a
-failed start raises with the log's tail in the message.
+    with running_stack(tmp_path) as gw:          # fake provider + Quotagate + Envoy, fresh SQLite home
+        gw.openai().chat.completions.create(model="gpt-4o-mini", messages=[...])
+        gw.usage_event(request_id)               # the stored usage row
+
+Suites share one stack per module with the `envoy_stack` fixture (import it into their conftest).
+Envoy's log and its stdout access log stay in the work directory (pytest keeps the tmp dirs of recent
+runs); a failed start raises with the log's tail in the message.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import itertools
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import warnings
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
+import openai
+import pytest
 import yaml
+
+from ext_authz.server import serve
+from quotagate.apis import Provider
+from quotagate.app import App, open_app
+from quotagate.fake_provider.testing import FakeProvider, running_fake_provider
+from quotagate.manifest.desired import desired_state
+from quotagate.manifest.load import load_text
+from quotagate.runtime import GatewayRuntime, open_runtime
+from quotagate.settings import Settings, load_settings
+from quotagate.store import keys_repo
+from quotagate.store.credentials_repo import set_provider_key
+from quotagate.store.manifest_apply import apply_plan, plan_manifest
+from quotagate.store.snapshot_loader import load_snapshot
+from quotagate.store.tables import UsageEvent
+
+with warnings.catch_warnings():  # envoy-data-plane's generated classes warn about pydantic at import
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from ext_authz.envoy_config import RenderOptions, render_envoy_config
 
 _READY_TIMEOUT_S = 30.0
 _STOP_TIMEOUT_S = 10.0
 _base_ids = itertools.count(os.getpid() % 10_000 * 100)
+_REPO = Path(__file__).resolve().parents[2]
 
 
 def envoy_binary() -> str:
@@ -117,6 +148,8 @@ def running_envoy(
         "--concurrency",
         str(concurrency),
         "--disable-hot-restart",
+        "--file-flush-interval-msec",  # the access log reaches its file within a test's patience
+        "100",
         "--base-id",
         str(next(_base_ids)),
     ]
@@ -154,3 +187,187 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# -- The whole front door: fake provider + Quotagate (gRPC) + Envoy over a fresh store -----------------
+
+PROVIDER_KEYS = {Provider.OPENAI: "sk-upstream-openai-test", Provider.ANTHROPIC: "sk-ant-upstream-test"}
+
+
+def stack_manifest(
+    upstream: str, *, example: str = "local-demo.yaml", edit: Callable[[dict[str, Any]], None] | None = None
+) -> str:
+    """An example manifest with every upstream at `upstream` (host:port, plain HTTP) and stored provider keys."""
+    doc = yaml.safe_load((_REPO / "examples" / example).read_text())
+    gateway = doc["deployment"]["gateway"]
+    for u in gateway["upstreams"]:
+        u.update(server=upstream, tls=False)
+        u.pop("ssl_name", None)
+    for credential in gateway["credentials"]:
+        credential["api_key"] = "stored"
+    if edit is not None:
+        edit(doc)
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+class _ServerThread:
+    """`ext_authz.server.serve` over a GatewayRuntime, on an event loop in a thread of the test process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self._bound: concurrent.futures.Future[str] = concurrent.futures.Future()
+        self.runtime: GatewayRuntime | None = None
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),), daemon=True)
+
+    def start(self) -> str:
+        self._thread.start()
+        return self._bound.result(timeout=_READY_TIMEOUT_S)
+
+    async def _main(self) -> None:
+        try:
+            self.runtime = open_runtime(self._settings)
+            await self.runtime.start()
+        except BaseException as exc:
+            self._bound.set_exception(exc)
+            raise
+        try:
+            await serve(self.runtime, "127.0.0.1:0", stop=self._stop, grace_s=2, on_ready=self._bound.set_result)
+        finally:
+            await self.runtime.stop()
+
+    def call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=30)
+
+
+@dataclass
+class GatewayStack:
+    """A running front door; `credential` is the issued credential of the stack's key id."""
+
+    settings: Settings
+    fake: FakeProvider
+    envoy: EnvoyProcess
+    grpc_address: str
+    server: _ServerThread
+    credential: str
+
+    @property
+    def runtime(self) -> GatewayRuntime:
+        assert self.server.runtime is not None
+        return self.server.runtime
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.envoy.url + "/v1"
+
+    def openai(self, credential: str | None = None, **options: Any) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=self.openai_base_url, api_key=credential or self.credential, max_retries=0, **options
+        )
+
+    def anthropic(self, credential: str | None = None, **options: Any) -> anthropic.Anthropic:
+        return anthropic.Anthropic(
+            base_url=self.envoy.url, api_key=credential or self.credential, max_retries=0, **options
+        )
+
+    def apply(self, manifest: str) -> None:
+        """Apply a manifest and wait until the server serves it."""
+        with _app(self.settings) as app, app.db.transaction(immediate=True) as session:
+            desired = desired_state(load_text(manifest))
+            apply_plan(session, desired, plan_manifest(session, desired), actor="test")
+        self.sync()
+
+    def issue_key(self, key_id: str) -> str:
+        with _app(self.settings) as app, app.db.transaction(immediate=True) as session:
+            credential = str(keys_repo.issue_key(session, app.hasher, key_id, actor="test"))
+        self.sync()
+        return credential
+
+    def set_key_status(self, key_id: str, verb: str) -> None:
+        """verb: suspend | resume | revoke."""
+        with _app(self.settings) as app, app.db.transaction(immediate=True) as session:
+            keys_repo.set_key_status(session, key_id, verb, actor="test")
+        self.sync()
+
+    def sync(self) -> None:
+        """Make the server load the stored configuration now (instead of on its next poll)."""
+        self.server.call(self.runtime.config.refresh())
+
+    def usage_event(self, request_id: str, timeout_s: float = 10.0) -> UsageEvent:
+        """The usage row of a request, once its meter finished and the writer stored it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.runtime.writer.flush()
+            with self.runtime.app.db.read() as session:
+                row = session.get(UsageEvent, request_id)
+                if row is not None:
+                    session.expunge(row)
+                    return row
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no usage event for request {request_id}")
+            time.sleep(0.05)
+
+
+@contextmanager
+def _app(settings: Settings) -> Iterator[App]:
+    app = open_app(settings)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+@contextmanager
+def running_stack(
+    workdir: Path,
+    *,
+    example: str = "local-demo.yaml",
+    edit: Callable[[dict[str, Any]], None] | None = None,
+    key_id: str = "demo-key",
+    **settings: Any,
+) -> Iterator[GatewayStack]:
+    """Fake provider (plain HTTP) + Quotagate (in-process gRPC server) + Envoy, over a fresh SQLite home.
+
+    The manifest is `stack_manifest` of `example`, pointed at the fake provider, after `edit` (a function
+    changing the parsed document). `settings`: Settings overrides (the home is `workdir/home`)."""
+    with ExitStack() as stack:
+        fake = stack.enter_context(running_fake_provider())
+        upstream = fake.base_url.removeprefix("http://")
+        config = load_settings(home=workdir / "home", config_refresh_ms=50, **settings)
+        with _app(config) as app, app.db.transaction(immediate=True) as session:
+            desired = desired_state(load_text(stack_manifest(upstream, example=example, edit=edit)))
+            apply_plan(session, desired, plan_manifest(session, desired), actor="test")
+            for provider, key in PROVIDER_KEYS.items():
+                set_provider_key(session, app.secret_box(), provider, key, actor="test")
+        with _app(config) as app, app.db.transaction(immediate=True) as session:
+            credential = str(keys_repo.issue_key(session, app.hasher, key_id, actor="test"))
+        with _app(config) as app, app.db.read() as session:
+            snapshot = load_snapshot(session)
+        server = _ServerThread(config)
+        grpc_address = server.start()
+        stack.callback(server.stop)
+        listen, admin = free_port(), free_port()
+        options = RenderOptions(
+            listen=("127.0.0.1", listen),
+            grpc_endpoints=(grpc_address,),
+            admin_port=admin,
+            max_request_bytes=config.max_request_bytes,
+        )
+        envoy = stack.enter_context(
+            running_envoy(
+                render_envoy_config(snapshot, options), workdir=workdir / "envoy", listen_port=listen, admin_port=admin
+            )
+        )
+        yield GatewayStack(config, fake, envoy, grpc_address, server, credential)
+
+
+@pytest.fixture(scope="module")
+def envoy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
+    """One front door per test module, over examples/local-demo.yaml (key `demo-key`)."""
+    with running_stack(tmp_path_factory.mktemp("stack")) as gateway:
+        yield gateway
