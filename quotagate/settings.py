@@ -88,6 +88,38 @@ class Settings(BaseSettings):
         ge=10,
         description="Seconds an unsettled reservation lives before the sweeper settles it as estimated.",
     )
+    ledger_signing_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Ed25519 private key signing ledger checkpoints: PKCS#8 PEM or urlsafe base64 of the 32-byte seed. "
+            "Unset: `ledger_signing_key_file`, else on the embedded default a key generated once into "
+            "`home`/ledger-signing.key (mode 0600). One of the two is required with PostgreSQL."
+        ),
+    )
+    ledger_signing_key_file: Path | None = Field(
+        default=None,
+        description="File holding the ledger signing key (same forms as `ledger_signing_key`).",
+    )
+    ledger_checkpoint_interval_s: int = Field(
+        default=60,
+        ge=0,
+        description=(
+            "How often each gateway process signs the chain heads that moved (0: only on demand, "
+            "`quotagate audit checkpoint`). Tampering with entries newer than the last anchored checkpoint "
+            "cannot be told from a genuine append."
+        ),
+    )
+    ledger_anchor_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Directory every signed checkpoint is written to as a JSON file (best on storage the database's "
+            "operators cannot rewrite). Unset: `home`/checkpoints."
+        ),
+    )
+    ledger_anchor_url: str | None = Field(
+        default=None,
+        description="HTTP(S) endpoint every signed checkpoint is POSTed to as JSON, in addition to the directory.",
+    )
     log_level: str = Field(default="INFO", description="Python logging level of every process.")
 
     @field_validator("spend_timezone")

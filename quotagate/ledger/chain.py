@@ -4,7 +4,9 @@
 ``{"org", "seq", "kind", "ref", "amount_nanos", "recorded_at", "data"}``: keys sorted, no spaces,
 numbers in their shortest form, UTF-8. ``prev_hash`` is the 32 raw bytes of the previous entry's hash
 (the genesis entry of an organization uses 32 zero bytes). Money inside ``data`` is a decimal string or
-integer nanos, never a float, so every verifier computes the same bytes.
+integer nanos, never a float, so every verifier computes the same bytes. Integers stay within
++-(2**53 - 1), the range every JSON implementation reads exactly (I-JSON, RFC 7493). docs/ledger.md is
+the full specification.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from typing import Any
 import rfc8785
 
 GENESIS = "0" * 64
+# Admin actions that concern no organization (provider credentials, deployment settings) are appended to
+# this chain; manifest identifiers start with a letter or digit, so no organization can take the name.
+GLOBAL_CHAIN = "_global"
+MAX_SAFE_INT = 2**53 - 1
+ENTRY_FIELDS = frozenset({"org", "seq", "kind", "ref", "amount_nanos", "recorded_at", "data"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,5 +57,18 @@ def link_hash(prev_hash: str, canonical: bytes) -> str:
 
 def seal(entry: Entry, prev_hash: str) -> tuple[bytes, str]:
     """(canonical body, hash) of an entry appended after `prev_hash`."""
+    if not -MAX_SAFE_INT <= entry.amount_nanos <= MAX_SAFE_INT:
+        raise ValueError(f"amount_nanos {entry.amount_nanos} is outside +-(2**53 - 1): split the entry")
     body = canonical_bytes(entry.content())
     return body, link_hash(prev_hash, body)
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with integers beyond +-(2**53 - 1) written as decimal strings, so RFC 8785 accepts it."""
+    if isinstance(value, bool) or not isinstance(value, int | dict | list | tuple):
+        return value
+    if isinstance(value, int):
+        return value if -MAX_SAFE_INT <= value <= MAX_SAFE_INT else str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    return [json_safe(v) for v in value]

@@ -2,7 +2,9 @@
 
 PostgreSQL: a transaction-scoped advisory lock per organization, so many gateway processes append
 safely and organizations do not wait on each other. SQLite: the write transaction begins IMMEDIATE,
-the single-writer lock. Entries are appended in batches (one lock and one head read per batch).
+the single-writer lock (enforced: an append in any other transaction raises). Entries are appended in
+batches (one lock and one head read per batch). A transaction locking several chains locks them in
+sorted order, as the usage writer does, so two appenders never wait on each other in a cycle.
 """
 
 from __future__ import annotations
@@ -27,8 +29,19 @@ class NewEntry:
 
 
 def lock_org_chain(session: Session, org_id: str) -> None:
+    """Serialize appends to `org_id`'s chain until the transaction ends.
+
+    Take it before writing other rows an appender also writes (gateway keys' last use): every appender
+    then locks in the same order, chain first. Pending changes are not flushed by taking it."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:org, 7))"), {"org": f"ledger:{org_id}"})
+        with session.no_autoflush:
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:org, 7))"), {"org": f"ledger:{org_id}"}
+            )
+    elif not session.connection().get_execution_options().get("immediate"):
+        # In a deferred SQLite transaction two processes can read the same head; the unique (org, seq)
+        # constraint would then fail one of them at commit.
+        raise RuntimeError("ledger appends on SQLite need an IMMEDIATE transaction: not transaction(immediate=False)")
 
 
 def chain_head(session: Session, org_id: str) -> tuple[int, str]:

@@ -11,10 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from quotagate.errors import ConfigError
+from quotagate.ledger.chain import GLOBAL_CHAIN
 from quotagate.manifest.desired import KINDS, DesiredState, Row
 from quotagate.store import tables as t
 from quotagate.store.audit import record_admin_action
 from quotagate.store.config_state import bump_config_version, get_config_state
+from quotagate.store.ledger_repo import lock_org_chain
 
 MODEL_BY_KIND: dict[str, type[Any]] = {
     "upstream": t.Upstream,
@@ -162,6 +164,9 @@ def apply_plan(session: Session, desired: DesiredState, plan: Plan, actor: str) 
     """Carry out `plan` in the caller's transaction and bump the config version once."""
     if plan.empty:
         return
+    # Every chain the audit entries extend, locked in sorted order before any row is written (see lock_org_chain).
+    for chain in sorted({_org_of(c, desired) or GLOBAL_CHAIN for c in plan.changes if c.action != "note"}):
+        lock_org_chain(session, chain)
     now = datetime.now(UTC)
     for change in plan.changes:
         if change.kind in MODEL_BY_KIND:
