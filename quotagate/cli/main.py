@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "quotagate.cli.keys_cmd",
     "quotagate.cli.upstream_cmd",
     "quotagate.cli.usage_cmd",
+    "quotagate.cli.audit_cmd",
     "quotagate.cli.serve_cmd",
     "quotagate.cli.envoy_cmd",
     "quotagate.cli.db_cmd",
