@@ -25,3 +25,9 @@ class BackendUnavailable(QuotagateError):
     """A storage or counter backend cannot be reached; decisions fail closed."""
 
     exit_code = 4
+
+
+class ConflictError(QuotagateError):
+    """The request is valid but clashes with the current state (an id in use, a revoked key, a replayed key)."""
+
+    exit_code = 5

@@ -13,6 +13,7 @@ from quotagate.errors import QuotagateError
 COMMAND_MODULES = (
     "quotagate.cli.manifest_cmd",
     "quotagate.cli.keys_cmd",
+    "quotagate.cli.admin_token_cmd",
     "quotagate.cli.upstream_cmd",
     "quotagate.cli.usage_cmd",
     "quotagate.cli.audit_cmd",
