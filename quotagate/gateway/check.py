@@ -85,7 +85,10 @@ class Gatekeeper:
     async def _check(self, req: CheckInput) -> Outcome:
         now = self._clock()
         snapshot = self._config.snapshot
-        request_id = _request_id(req.headers.get("x-request-id"))
+        # Our own id keys the usage event and the reservation: a client (or a retry) reusing its
+        # x-request-id must never merge two requests. The caller's id is kept as a tag.
+        request_id = uuid.uuid4().hex
+        caller_id = req.headers.get("x-request-id")
         route = snapshot.route_for(req.path.split("?", 1)[0])
         shape = route.provider if route else None
 
@@ -107,7 +110,7 @@ class Gatekeeper:
             client_id=identity.client.id,
             key_id=identity.key.key_id,
             front_door=req.front_door,
-            tags=_tags(identity.client.default_tag),
+            tags=_tags(identity.client.default_tag, caller_id),
         )
 
         def refuse_known(status: int, reason: str, message: str, **kw: object) -> Deny:
@@ -238,7 +241,7 @@ class Gatekeeper:
         )
         set_headers = (
             *credential_headers(provider, provider_key, req.headers),
-            ("x-request-id", request_id),
+            *((("x-request-id", request_id),) if not caller_id else ()),
             (UPSTREAM_HEADER, upstream),
         )
         return Allow(
@@ -253,14 +256,11 @@ class Gatekeeper:
         )
 
 
-def _request_id(given: str | None) -> str:
-    if given and _REQUEST_ID.match(given):
-        return given
-    return uuid.uuid4().hex
-
-
-def _tags(default_tag: str | None) -> dict[str, str]:
-    return {"tag": default_tag} if default_tag else {}
+def _tags(default_tag: str | None, caller_id: str | None) -> dict[str, str]:
+    tags = {"tag": default_tag} if default_tag else {}
+    if caller_id and _REQUEST_ID.match(caller_id):
+        tags["caller_request_id"] = caller_id
+    return tags
 
 
 def _upstream_of(snapshot: Snapshot, provider: Provider) -> str | None:
