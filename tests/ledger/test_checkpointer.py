@@ -1,0 +1,192 @@
+"""Checkpoints: signed only when the chain verifies, stored once, published to every sink, retried."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import stat
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
+
+from quotagate.errors import ConfigError
+from quotagate.ledger.anchors import DirectorySink, HttpSink
+from quotagate.ledger.checkpoint import (
+    SIGNING_KEY_FILE,
+    Checkpoint,
+    KeyRing,
+    Signer,
+    key_id,
+    private_pem,
+    read_checkpoints,
+    signer_from_settings,
+)
+from quotagate.settings import Settings
+from quotagate.store.database import Database
+from quotagate.store.ledger_checkpoints import Checkpointer, open_checkpointer
+from quotagate.store.ledger_repo import append_entries
+from quotagate.store.tables import LedgerCheckpoint
+from tests.ledger import chains as c
+from tests.ledger.chains import ORG
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    c.build_chain(database)
+    yield database
+    database.close()
+
+
+def stored(db: Database) -> list[LedgerCheckpoint]:
+    with db.read() as session:
+        return list(session.scalars(select(LedgerCheckpoint).order_by(LedgerCheckpoint.id)))
+
+
+def test_moved_heads_are_signed_once(db: Database, tmp_path: Path) -> None:
+    signer = c.new_signer()
+    checkpointer = Checkpointer(db, signer, [DirectorySink(tmp_path / "anchors")], 60)
+    [first] = checkpointer.checkpoint()
+    assert (first.status, first.checkpoint and first.checkpoint.seq) == ("signed", 21)
+    assert KeyRing([signer.public_key]).problem(first.checkpoint) is None
+    assert [o.status for o in checkpointer.checkpoint()] == ["unchanged"]
+    with db.transaction() as session:
+        append_entries(session, ORG, [c.usage(100)])
+    assert [(o.status, o.checkpoint and o.checkpoint.seq) for o in checkpointer.checkpoint()] == [("signed", 22)]
+    assert [o.status for o in checkpointer.checkpoint([ORG], force=True)] == ["signed"]
+    rows = stored(db)
+    assert [r.seq for r in rows] == [21, 22, 22]
+    assert all(r.anchor and r.anchor.startswith(str(tmp_path)) for r in rows)
+    published = read_checkpoints(tmp_path / "anchors")
+    assert sorted(cp.seq for cp in published) == [21, 22, 22]
+    assert c.verify(db, signer).checkpoints_matched == 3
+
+
+def test_a_tampered_chain_is_not_signed(db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    signer = c.new_signer()
+    checkpointer = Checkpointer(db, signer, [DirectorySink(tmp_path)], 60)
+    checkpointer.checkpoint()
+    with db.transaction() as session:
+        append_entries(session, ORG, [c.usage(100), c.usage(101)])
+    c.set_columns(db, 22, amount_nanos=0)
+    [outcome] = checkpointer.checkpoint()
+    assert outcome.status == "refused"
+    assert outcome.report is not None
+    assert [(p.kind, p.seq) for p in outcome.report.problems] == [("column-edited", 22)]
+    assert "does not verify" in caplog.text
+    assert [r.seq for r in stored(db)] == [21]
+
+
+def test_a_truncated_chain_is_not_signed(db: Database, tmp_path: Path) -> None:
+    checkpointer = Checkpointer(db, c.new_signer(), [DirectorySink(tmp_path)], 60)
+    checkpointer.checkpoint()
+    c.delete_seqs(db, 21)
+    [outcome] = checkpointer.checkpoint()
+    assert outcome.status == "refused"
+    assert outcome.report is not None
+    assert [p.kind for p in outcome.report.problems] == ["truncated"]
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[dict[str, object]] = []
+
+    def do_POST(self) -> None:
+        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(201)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_anchor() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    _Receiver.received = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/anchor"
+    server.shutdown()
+
+
+def test_an_unreachable_sink_is_retried_next_round(db: Database, tmp_path: Path, http_anchor: str) -> None:
+    signer = c.new_signer()
+    down = Checkpointer(db, signer, [DirectorySink(tmp_path), HttpSink("http://127.0.0.1:9/nothing", 2)], 60)
+    [outcome] = down.checkpoint()
+    assert outcome.status == "signed"
+    assert [r.anchor for r in stored(db)] == [None]  # stored, but not yet anchored everywhere
+
+    up = Checkpointer(db, signer, [HttpSink(http_anchor)], 60)
+    assert up.publish_pending() == 1
+    assert [r.anchor for r in stored(db)] == [http_anchor]
+    [posted] = _Receiver.received
+    assert Checkpoint.from_json(posted) == outcome.checkpoint
+
+
+def test_run_signs_periodically(db: Database, tmp_path: Path) -> None:
+    checkpointer = Checkpointer(db, c.new_signer(), [DirectorySink(tmp_path)], 0.05)
+
+    async def run_briefly() -> None:
+        task = asyncio.create_task(checkpointer.run())
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if stored(db):
+                break
+        task.cancel()
+
+    asyncio.run(run_briefly())
+    assert [r.seq for r in stored(db)] == [21]
+
+
+def test_open_checkpointer_follows_the_settings(database_url: str, tmp_path: Path) -> None:
+    database = Database(database_url)
+    seed = base64.urlsafe_b64encode(bytes(range(32))).decode()
+    assert open_checkpointer(Settings(home=tmp_path, ledger_checkpoint_interval_s=0), database) is None
+    checkpointer = open_checkpointer(
+        Settings(home=tmp_path, ledger_signing_key=seed, ledger_anchor_dir=tmp_path / "a"), database
+    )
+    assert checkpointer is not None
+    assert checkpointer.interval_s == 60
+    assert [s.name for s in checkpointer.sinks] == [f"directory {tmp_path / 'a'}"]
+    if database.dialect == "postgresql":
+        with pytest.raises(ConfigError, match="required with PostgreSQL"):
+            open_checkpointer(Settings(home=tmp_path), database)
+    database.close()
+
+
+def test_signing_key_forms(tmp_path: Path) -> None:
+    private = Ed25519PrivateKey.generate()
+    expected = key_id(private.public_key())
+    seed = base64.urlsafe_b64encode(private.private_bytes_raw()).decode().rstrip("=")
+    pem = private_pem(private).decode()
+    (tmp_path / "key.pem").write_text(pem)
+    for settings in (
+        Settings(home=tmp_path, ledger_signing_key=pem),
+        Settings(home=tmp_path, ledger_signing_key=seed),
+        Settings(home=tmp_path, ledger_signing_key_file=tmp_path / "key.pem"),
+    ):
+        assert signer_from_settings(settings, "postgresql").key_id == expected
+    with pytest.raises(ConfigError, match="Ed25519"):
+        signer_from_settings(Settings(home=tmp_path, ledger_signing_key="not a key"), "sqlite")
+
+
+def test_the_embedded_key_is_generated_once_owner_only(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    first = signer_from_settings(Settings(home=home), "sqlite")
+    assert stat.S_IMODE((home / SIGNING_KEY_FILE).stat().st_mode) == 0o600
+    assert signer_from_settings(Settings(home=home), "sqlite").key_id == first.key_id
+    assert list(home.iterdir()) == [home / SIGNING_KEY_FILE]  # no temporary file left behind
+
+
+def test_signer_signs_what_the_keyring_verifies() -> None:
+    signer = Signer(Ed25519PrivateKey.generate())
+    cp = signer.sign(ORG, 5, "ab" * 32)
+    ring = KeyRing([signer.public_key])
+    assert ring.problem(cp) is None
+    assert ring.problem(Checkpoint.from_json({**cp.to_json(), "seq": 6})) is not None
