@@ -206,3 +206,10 @@ def denial(outcome: Outcome) -> dict[str, Any]:
     assert isinstance(outcome, Deny), outcome
     body: dict[str, Any] = orjson.loads(outcome.body)
     return body
+
+
+async def issue_key_credential(api: Api, key_id: str = "demo-key") -> str:
+    r = await api.post(f"/admin/keys/{key_id}/issue")
+    assert r.status_code == 200, r.text
+    credential: str = r.json()["credential"]
+    return credential
