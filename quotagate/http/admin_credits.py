@@ -14,14 +14,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from quotagate.errors import BackendUnavailable
 from quotagate.http.auth import Admin
 from quotagate.http.context import Context, context
 from quotagate.http.errors import ERROR_RESPONSES, ApiError
 from quotagate.http.idempotency import IdempotencyKey, fingerprint, respond, run_idempotent
-from quotagate.http.models import Ref, Strict
+from quotagate.http.models import Ref, Strict, Text, When
 from quotagate.http.money import amount
 from quotagate.http.paging import Cursor, Limit, Page, decode, encode
 from quotagate.money import MAX_NANOS, NANOS_PER_CENT, nanos_from_units
@@ -40,7 +40,7 @@ class CreditCreate(Strict):
     scope_id: Ref = Field(description="organization id or slug, project id, client (sub-account) id or key id")
     amount: Amount | None = None
     amount_cents: Annotated[int, Field(gt=0, lt=MAX_NANOS // NANOS_PER_CENT)] | None = None
-    note: Annotated[str, Field(max_length=500)] | None = None
+    note: Annotated[Text, Field(max_length=500)] | None = None
 
     @model_validator(mode="after")
     def _one_amount(self) -> CreditCreate:
@@ -130,10 +130,10 @@ async def ledger(
     ctx: Ctx,
     admin: Admin,
     organization: Annotated[Ref | None, Query(description="organization id or slug")] = None,
-    kind: Annotated[str | None, Query(max_length=32, description="credit, usage, admin, ...")] = None,
-    ref: Annotated[str | None, Query(max_length=200, description="e.g. `project:proj-demo` or a request id")] = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    kind: Annotated[Text | None, Query(max_length=32, description="credit, usage, admin, ...")] = None,
+    ref: Annotated[Text | None, Query(max_length=200, description="e.g. `project:proj-demo` or a request id")] = None,
+    since: When | None = None,
+    until: When | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[LedgerEntry]:

@@ -11,14 +11,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from quotagate.errors import ConfigError, ConflictError
 from quotagate.http.auth import Admin
 from quotagate.http.context import Context, context
 from quotagate.http.errors import ERROR_RESPONSES, ApiError
 from quotagate.http.idempotency import IdempotencyKey, fingerprint, respond, run_idempotent
-from quotagate.http.models import Identifier, KeyId, Models, Ref, Strict
+from quotagate.http.models import Identifier, KeyId, Models, PathRef, Ref, Strict, Text, When
 from quotagate.http.paging import Cursor, Limit, Page, decode, encode
 from quotagate.identity.credentials import Credential
 from quotagate.store import keys_repo
@@ -55,13 +55,13 @@ class KeyWithCredential(Key):
 class KeyCreate(Strict):
     client_id: Identifier
     key_id: KeyId | None = Field(default=None, description="default: generated `key-<hex>`")
-    tier: Annotated[str, Field(max_length=64)] | None = None
+    tier: Annotated[Text, Field(max_length=64)] | None = None
     models: Models | None = Field(default=None, description="the key's own model allowlist")
-    expires_at: AwareDatetime | None = None
+    expires_at: When | None = None
 
 
 class KeyIssue(Strict):
-    expires_at: AwareDatetime | None = None
+    expires_at: When | None = None
 
 
 class KeyRotate(Strict):
@@ -137,7 +137,7 @@ async def create_gateway_key(
 
 
 @router.get("/{key_id}", response_model=Key)
-async def get_gateway_key(ctx: Ctx, admin: Admin, key_id: str) -> Key:
+async def get_gateway_key(ctx: Ctx, admin: Admin, key_id: PathRef) -> Key:
     return Key(**await ctx.read(lambda s: key_json(get_key(s, key_id, admin.organization_id))))
 
 
@@ -146,7 +146,7 @@ async def issue_gateway_key(
     request: Request,
     ctx: Ctx,
     admin: Admin,
-    key_id: str,
+    key_id: PathRef,
     body: KeyIssue | None = None,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
@@ -169,7 +169,7 @@ async def rotate_gateway_key(
     request: Request,
     ctx: Ctx,
     admin: Admin,
-    key_id: str,
+    key_id: PathRef,
     body: KeyRotate | None = None,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
@@ -187,7 +187,7 @@ async def rotate_gateway_key(
 
 
 def _status_route(verb: str, doc: str) -> None:
-    async def change(ctx: Ctx, admin: Admin, key_id: str) -> Key:
+    async def change(ctx: Ctx, admin: Admin, key_id: PathRef) -> Key:
         def work(session: Any) -> dict[str, Any]:
             get_key(session, key_id, admin.organization_id)
             keys_repo.set_key_status(session, key_id, verb, actor=admin.actor)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from quotagate.http.auth import Admin
 from quotagate.http.context import Context, context
 from quotagate.http.errors import ERROR_RESPONSES
-from quotagate.http.models import Identifier, Models, Patch, Ref, Strict
+from quotagate.http.models import Identifier, Models, Note, Patch, PathRef, Ref, Strict
 from quotagate.http.paging import Cursor, Limit, Page, decode, encode
 from quotagate.manifest.schema import EnforcementMode, ScopeType
 from quotagate.store import quotas_repo as repo
@@ -28,7 +28,6 @@ Rpm = Annotated[int, Field(gt=0, le=10**9)]
 Tpm = Annotated[int, Field(gt=0, le=10**12)]
 SpendLimit = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=9, allow_inf_nan=False)]
 Unit = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[a-z]+$")]
-Notes = Annotated[str, Field(max_length=2000)]
 
 
 class Quota(BaseModel):
@@ -62,7 +61,7 @@ class QuotaCreate(Strict):
     prepaid: bool = False
     enforcement_mode: EnforcementMode = EnforcementMode.ENFORCE
     model_allowlist: Models | None = None
-    notes: Notes | None = None
+    notes: Note | None = None
 
 
 class QuotaPatch(Patch):
@@ -76,7 +75,7 @@ class QuotaPatch(Patch):
     prepaid: bool | None = None
     enforcement_mode: EnforcementMode | None = None
     model_allowlist: Models | None = None
-    notes: Notes | None = None
+    notes: Note | None = None
     status: Annotated[str, Field(pattern="^(active|disabled)$")] | None = None
 
 
@@ -114,20 +113,20 @@ async def create_quota(ctx: Ctx, admin: Admin, body: QuotaCreate) -> Quota:
 
 
 @router.get("/quotas/{quota_id}", response_model=Quota)
-async def get_quota(ctx: Ctx, admin: Admin, quota_id: str) -> Quota:
+async def get_quota(ctx: Ctx, admin: Admin, quota_id: PathRef) -> Quota:
     row = await ctx.read(repo.get_quota, quota_id, admin.organization_id)
     return Quota(**repo.quota_json(row))
 
 
 @router.patch("/quotas/{quota_id}", response_model=Quota)
-async def update_quota(ctx: Ctx, admin: Admin, quota_id: str, body: QuotaPatch) -> Quota:
+async def update_quota(ctx: Ctx, admin: Admin, quota_id: PathRef, body: QuotaPatch) -> Quota:
     return Quota(
         **await ctx.write(repo.update_quota, quota_id, _values(body), admin.organization_id, actor=admin.actor)
     )
 
 
 @router.delete("/quotas/{quota_id}", response_model=Quota)
-async def disable_quota(ctx: Ctx, admin: Admin, quota_id: str) -> Quota:
+async def disable_quota(ctx: Ctx, admin: Admin, quota_id: PathRef) -> Quota:
     """Disables the quota (it stops applying); nothing is deleted."""
     row = await ctx.write(repo.update_quota, quota_id, {"status": "disabled"}, admin.organization_id, actor=admin.actor)
     return Quota(**row)

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from quotagate.http.auth import Admin, organization_for, require_global
 from quotagate.http.context import Context, context
 from quotagate.http.errors import ERROR_RESPONSES
-from quotagate.http.models import Identifier, Name, Patch, Ref, Slug, Strict, Tag
+from quotagate.http.models import Identifier, Name, Patch, PathRef, Ref, Slug, Strict, Tag
 from quotagate.http.paging import Cursor, Limit, Page, decode, encode
 from quotagate.manifest.schema import Status
 from quotagate.store import tenancy_repo as repo
@@ -125,13 +125,13 @@ async def create_organization(ctx: Ctx, admin: Admin, body: OrganizationCreate) 
 
 
 @router.get("/organizations/{organization}", response_model=Organization)
-async def get_organization(ctx: Ctx, admin: Admin, organization: str) -> Organization:
+async def get_organization(ctx: Ctx, admin: Admin, organization: PathRef) -> Organization:
     """By id or slug."""
     return Organization(**await ctx.read(repo.get, repo.ORGANIZATION, organization, admin.organization_id))
 
 
 @router.patch("/organizations/{organization}", response_model=Organization)
-async def update_organization(ctx: Ctx, admin: Admin, organization: str, body: OrganizationPatch) -> Organization:
+async def update_organization(ctx: Ctx, admin: Admin, organization: PathRef, body: OrganizationPatch) -> Organization:
     row = await ctx.write(
         repo.update, repo.ORGANIZATION, organization, _changes(body), admin.organization_id, actor=admin.actor
     )
@@ -139,7 +139,7 @@ async def update_organization(ctx: Ctx, admin: Admin, organization: str, body: O
 
 
 @router.delete("/organizations/{organization}", response_model=Organization)
-async def disable_organization(ctx: Ctx, admin: Admin, organization: str) -> Organization:
+async def disable_organization(ctx: Ctx, admin: Admin, organization: PathRef) -> Organization:
     """Disables the organization: every key of it is refused. Nothing is deleted."""
     row = await ctx.write(
         repo.update, repo.ORGANIZATION, organization, {"status": "disabled"}, admin.organization_id, actor=admin.actor
@@ -177,12 +177,12 @@ async def create_project(ctx: Ctx, admin: Admin, body: ProjectCreate) -> Project
 
 
 @router.get("/projects/{project_id}", response_model=Project)
-async def get_project(ctx: Ctx, admin: Admin, project_id: str) -> Project:
+async def get_project(ctx: Ctx, admin: Admin, project_id: PathRef) -> Project:
     return Project(**await ctx.read(repo.get, repo.PROJECT, project_id, admin.organization_id))
 
 
 @router.patch("/projects/{project_id}", response_model=Project)
-async def update_project(ctx: Ctx, admin: Admin, project_id: str, body: ProjectPatch) -> Project:
+async def update_project(ctx: Ctx, admin: Admin, project_id: PathRef, body: ProjectPatch) -> Project:
     row = await ctx.write(
         repo.update, repo.PROJECT, project_id, _changes(body), admin.organization_id, actor=admin.actor
     )
@@ -190,7 +190,7 @@ async def update_project(ctx: Ctx, admin: Admin, project_id: str, body: ProjectP
 
 
 @router.delete("/projects/{project_id}", response_model=Project)
-async def disable_project(ctx: Ctx, admin: Admin, project_id: str) -> Project:
+async def disable_project(ctx: Ctx, admin: Admin, project_id: PathRef) -> Project:
     row = await ctx.write(
         repo.update, repo.PROJECT, project_id, {"status": "disabled"}, admin.organization_id, actor=admin.actor
     )
@@ -230,18 +230,18 @@ async def create_client(ctx: Ctx, admin: Admin, body: ClientCreate) -> Client:
 
 
 @router.get("/clients/{client_id}", response_model=Client)
-async def get_client(ctx: Ctx, admin: Admin, client_id: str) -> Client:
+async def get_client(ctx: Ctx, admin: Admin, client_id: PathRef) -> Client:
     return Client(**await ctx.read(repo.get, repo.CLIENT, client_id, admin.organization_id))
 
 
 @router.patch("/clients/{client_id}", response_model=Client)
-async def update_client(ctx: Ctx, admin: Admin, client_id: str, body: ClientPatch) -> Client:
+async def update_client(ctx: Ctx, admin: Admin, client_id: PathRef, body: ClientPatch) -> Client:
     row = await ctx.write(repo.update, repo.CLIENT, client_id, _changes(body), admin.organization_id, actor=admin.actor)
     return Client(**row)
 
 
 @router.delete("/clients/{client_id}", response_model=Client)
-async def disable_client(ctx: Ctx, admin: Admin, client_id: str) -> Client:
+async def disable_client(ctx: Ctx, admin: Admin, client_id: PathRef) -> Client:
     row = await ctx.write(
         repo.update, repo.CLIENT, client_id, {"status": "disabled"}, admin.organization_id, actor=admin.actor
     )

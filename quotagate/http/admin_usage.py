@@ -11,12 +11,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from quotagate.http.auth import Admin
 from quotagate.http.context import Context, context
 from quotagate.http.errors import ERROR_RESPONSES, ApiError, Problem
-from quotagate.http.models import Ref
+from quotagate.http.models import Ref, Text, When
 from quotagate.http.money import amount
 from quotagate.store.reports import GROUPS, MEASURES, Report, ReportQuery, usage_report
 from quotagate.store.tenancy_repo import find_org
@@ -59,9 +59,9 @@ def _csv(report: Report) -> str:
 async def usage(
     ctx: Ctx,
     admin: Admin,
-    group_by: Annotated[str, Query(max_length=200, description=f"comma-separated: {', '.join(GROUPS)}")] = "",
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    group_by: Annotated[Text, Query(max_length=200, description=f"comma-separated: {', '.join(GROUPS)}")] = "",
+    since: When | None = None,
+    until: When | None = None,
     organization: Annotated[Ref | None, Query(description="organization id or slug")] = None,
     include_denied: bool = False,
     format: Literal["json", "csv"] = "json",

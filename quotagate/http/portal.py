@@ -14,6 +14,7 @@ from quotagate.errors import BackendUnavailable
 from quotagate.http.auth import Gateway
 from quotagate.http.context import Context, context
 from quotagate.http.errors import ERROR_RESPONSES, ApiError
+from quotagate.http.models import PathRef
 from quotagate.http.money import amount
 from quotagate.identity.authenticate import Identity
 from quotagate.limits.model import CounterState, LimitCheck
@@ -230,7 +231,7 @@ async def models(ctx: Ctx, identity: Gateway) -> ModelList:
 
 
 @router.get("/v1/models/{model:path}", response_model=Model)
-async def model(ctx: Ctx, identity: Gateway, model: str) -> Model:
+async def model(ctx: Ctx, identity: Gateway, model: PathRef) -> Model:
     for item in await _models(ctx, identity):
         if item.id == model:
             return item

@@ -20,7 +20,7 @@ from quotagate.http.auth import Admin, organization_for
 from quotagate.http.context import Context, context
 from quotagate.http.errors import ERROR_RESPONSES, ApiError, Problem
 from quotagate.http.idempotency import IdempotencyKey, fingerprint, respond, run_idempotent
-from quotagate.http.models import Identifier, Models, Name, Patch, Ref, Strict, Tag
+from quotagate.http.models import Identifier, Models, Name, Patch, PathRef, Ref, Strict, Tag
 from quotagate.http.money import amount, cents
 from quotagate.http.paging import Cursor, Limit, Page, decode, encode
 from quotagate.money import MAX_NANOS, NANOS_PER_CENT
@@ -167,12 +167,12 @@ async def list_sub_accounts(
 
 
 @router.get("/{sa_id}", response_model=SubAccount)
-async def get_sub_account(ctx: Ctx, admin: Admin, sa_id: str) -> SubAccount:
+async def get_sub_account(ctx: Ctx, admin: Admin, sa_id: PathRef) -> SubAccount:
     return SubAccount(**_out(await ctx.read(repo.get_sub_account, sa_id, admin.organization_id)))
 
 
 @router.patch("/{sa_id}", response_model=SubAccount)
-async def update_sub_account(ctx: Ctx, admin: Admin, sa_id: str, body: SubAccountPatch) -> SubAccount:
+async def update_sub_account(ctx: Ctx, admin: Admin, sa_id: PathRef, body: SubAccountPatch) -> SubAccount:
     """Change the cap, limits, models, tag, name or status (active | suspended). Effective before the response."""
     changes = body.model_dump(exclude_unset=True)
     if "spend_cap_cents" in changes:
@@ -182,7 +182,7 @@ async def update_sub_account(ctx: Ctx, admin: Admin, sa_id: str, body: SubAccoun
 
 
 @router.delete("/{sa_id}", response_model=SubAccount)
-async def delete_sub_account(ctx: Ctx, admin: Admin, sa_id: str) -> SubAccount:
+async def delete_sub_account(ctx: Ctx, admin: Admin, sa_id: PathRef) -> SubAccount:
     """Revoke: its keys stop working at once; its usage and ledger history stay."""
     row = await ctx.write(repo.delete_sub_account, sa_id, admin.organization_id, actor=admin.actor)
     return SubAccount(**_out(row))
@@ -213,7 +213,7 @@ def _summary(report: Report) -> UsageFigures:
 async def sub_account_usage(
     ctx: Ctx,
     admin: Admin,
-    sa_id: str,
+    sa_id: PathRef,
     window: Annotated[str, Query(max_length=8, description="e.g. 24h, 7d, 30d (at most 366d)")] = "30d",
 ) -> SubAccountUsage:
     """Admitted requests of the window, in total, by model and by UTC day; the same integers as the ledger."""

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from quotagate.errors import ConfigError, ConflictError, NotFoundError
 from quotagate.models_catalog import split_model
-from quotagate.money import nanos_from_units, units
+from quotagate.money import MAX_NANOS, nanos_from_units, units
 from quotagate.store.audit import record_admin_action
 from quotagate.store.config_state import bump_config_version, get_config_state
 from quotagate.store.paging_repo import keyset_page
@@ -109,9 +109,12 @@ def _limit_columns(session: Session, values: dict[str, Any]) -> dict[str, Any]:
     if "monthly_spend_limit" in values:
         limit: Decimal | None = values["monthly_spend_limit"]
         try:
-            out["monthly_spend_nanos"] = None if limit is None else nanos_from_units(limit)
+            nanos = None if limit is None else nanos_from_units(limit)
         except ValueError as exc:
             raise ConfigError(f"monthly_spend_limit: {exc}") from exc
+        if nanos is not None and nanos >= MAX_NANOS:
+            raise ConfigError(f"monthly_spend_limit: must be below {units(MAX_NANOS)} (exact counter range)")
+        out["monthly_spend_nanos"] = nanos
     if "model_allowlist" in values:
         models = values["model_allowlist"]
         out["model_allowlist"] = None if models is None else check_models(session, models)

@@ -145,3 +145,34 @@ async def test_manifest_plan_and_apply(api: Api) -> None:
     assert r.status_code == 422 and "invalid YAML" in r.json()["error"]["details"][0]["message"]
     r = await api.http.post("/admin/manifest/plan", content=b"\xff\xfe", headers=headers)
     assert r.status_code == 422
+
+
+async def test_input_the_database_cannot_hold_is_a_422(api_db: Api) -> None:
+    """PostgreSQL refuses NUL characters and far-off timestamps; they are bad input, never a server error."""
+    checks = (
+        ("GET", "/admin/organizations/a%00b", None, "path.organization"),
+        ("GET", "/admin/ledger?kind=%00", None, "query.kind"),
+        ("GET", "/admin/ledger?since=0001-01-01T00:00:00%2B05:00", None, "query.since"),
+        (
+            "POST",
+            "/admin/projects",
+            {"organization": "demo", "project_id": "p", "project_slug": "p", "project_name": "a\u0000"},
+            "body.project_name",
+        ),
+        (
+            "POST",
+            "/admin/quotas",
+            {
+                "scope_type": "project",
+                "scope_id": "proj-demo",
+                "monthly_spend_limit": "99999999",
+                "monthly_spend_unit": "usd",
+            },
+            "",
+        ),
+    )
+    for method, path, body, where in checks:
+        r = await api_db.http.request(method, path, json=body, headers=bearer(api_db.root))
+        assert r.status_code == 422, (path, r.text)
+        details = r.json()["error"].get("details") or [{"path": ""}]
+        assert details[0]["path"] == where, r.text
