@@ -8,7 +8,7 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 
-from ext_authz.names import PARTIAL_BODY_HEADER, REWRITE_HEADER
+from ext_authz.names import PARTIAL_BODY_HEADER, REQUEST_ID_HEADER, REWRITE_HEADER
 from ext_authz.structs import to_struct
 from quotagate.apis import api_for_path
 from quotagate.gateway.denials import deny
@@ -64,7 +64,7 @@ def _allowed(allow: Allow) -> external_auth_pb2.CheckResponse:
         _add_headers(ok.headers, ((REWRITE_HEADER, "1"),))
     else:  # a client cannot make Envoy run the rewrite filter by sending the header itself
         ok.headers_to_remove.append(REWRITE_HEADER)
-    _add_headers(ok.response_headers_to_add, allow.response_headers)
+    _add_headers(ok.response_headers_to_add, (*allow.response_headers, (REQUEST_ID_HEADER, allow.ticket.request_id)))
     to_struct(allow.ticket.to_metadata(), response.dynamic_metadata)
     return response
 
@@ -75,7 +75,7 @@ def _denied(denial: Deny) -> external_auth_pb2.CheckResponse:
     denied = response.denied_response
     denied.status.code = denial.status  # an open enum: any HTTP status
     denied.body = denial.body.decode()
-    _add_headers(denied.headers, denial.headers)
+    _add_headers(denied.headers, (*denial.headers, (REQUEST_ID_HEADER, denial.request_id)))
     # For the access log: why Envoy answered locally.
     to_struct({"request_id": denial.request_id, "deny_reason": denial.reason}, response.dynamic_metadata)
     return response

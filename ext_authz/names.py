@@ -8,7 +8,9 @@ from quotagate.gateway.check import UPSTREAM_HEADER
 AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz"
 # Set by Check on requests whose body must be rewritten; the rewrite ext_proc filter runs only for them.
 REWRITE_HEADER = "x-quotagate-rewrite"
+# The gateway's own request id (the usage event's key), answered to the client on every response.
+REQUEST_ID_HEADER = "x-quotagate-request-id"
 # Envoy adds this to the Check request when it sent only the first max_request_bytes of the body.
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 
-__all__ = ["AUTHZ_NAMESPACE", "PARTIAL_BODY_HEADER", "REWRITE_HEADER", "UPSTREAM_HEADER"]
+__all__ = ["AUTHZ_NAMESPACE", "PARTIAL_BODY_HEADER", "REQUEST_ID_HEADER", "REWRITE_HEADER", "UPSTREAM_HEADER"]

@@ -16,6 +16,7 @@ from grpc_health.v1.health import aio as health_aio
 from ext_authz.authorization import AuthorizationService, CheckFn
 from ext_authz.ext_proc import ExternalProcessorService
 from ext_authz.processor import OpenMeter
+from quotagate.errors import QuotagateError
 
 if TYPE_CHECKING:
     from quotagate.runtime import GatewayRuntime
@@ -49,7 +50,10 @@ class GatewayServer:
 
     async def start(self, address: str) -> str:
         """Listen on `address` (host:port or unix:PATH); returns the bound address."""
-        port = self._server.add_insecure_port(address)
+        try:
+            port = self._server.add_insecure_port(address)
+        except RuntimeError:
+            raise QuotagateError(f"cannot listen on {address}: the address is in use or not available") from None
         await self._server.start()
         await self._health.set("", _SERVING)
         bound = address if address.startswith("unix:") else f"{address.rsplit(':', 1)[0]}:{port}"

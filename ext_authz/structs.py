@@ -7,8 +7,23 @@ from typing import Any
 
 
 def to_struct(data: Mapping[str, Any], into: Any) -> None:
-    """Fill `into` (a message field, so no copy is made) from JSON-able data."""
-    into.update(data)
+    """Fill `into` (a Struct field of a message, so no copy is made) from JSON-able data.
+
+    Field by field rather than Struct.update, which costs twice as much on the Check path."""
+    fields = into.fields
+    for key, value in data.items():
+        if isinstance(value, str):
+            fields[key].string_value = value
+        elif isinstance(value, bool):
+            fields[key].bool_value = value
+        elif isinstance(value, int | float):
+            fields[key].number_value = value
+        elif value is None:
+            fields[key].null_value = 0
+        elif isinstance(value, Mapping):
+            to_struct(value, fields[key].struct_value)
+        else:
+            fields[key].list_value.extend(value)
 
 
 def from_struct(struct: Any) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from quotagate.snapshot import Snapshot
 
 _ACCESS_LOG_FORMAT = {
     "time": "%START_TIME%",
-    "request_id": "%REQ(X-REQUEST-ID)%",
+    "request_id": f"%DYNAMIC_METADATA({AUTHZ_NAMESPACE}:request_id)%",  # the usage event's key
+    "envoy_request_id": "%REQ(X-REQUEST-ID)%",
     "method": "%REQ(:METHOD)%",
     "path": "%REQ(:PATH)%",
     "status": "%RESPONSE_CODE%",
@@ -75,9 +76,6 @@ def _listener(snapshot: Snapshot, options: RenderOptions) -> Listener:
         http_filters=http_filters(options),
         # Envoy is the edge: the client address is the peer's, not a forgeable X-Forwarded-For.
         use_remote_address=True,
-        # Clients see the gateway's request id (the one in usage events and access logs); the
-        # provider's own id comes back as x-upstream-request-id (routes.py).
-        always_set_request_id_in_response=True,
         local_reply_config=local_reply_config(),
         access_log=_access_log() if options.access_log else [],
     )

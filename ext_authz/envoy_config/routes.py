@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from envoy_data_plane.envoy.config.core.v3 import DataSource, HeaderValue, HeaderValueOption
+from envoy_data_plane.envoy.config.core.v3 import DataSource
 from envoy_data_plane.envoy.config.route.v3 import (
     DirectResponseAction,
     HeaderMatcher,
@@ -90,7 +90,4 @@ def _to_upstream(upstream: UpstreamView, location: str, timeout: timedelta) -> R
             timeout=timeout,
         ),
         request_headers_to_remove=_STRIPPED_UPSTREAM,
-        response_headers_to_add=[
-            HeaderValueOption(header=HeaderValue(key="x-upstream-request-id", value="%RESP(x-request-id)%"))
-        ],
     )

@@ -36,7 +36,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_run(settings, args.grpc, args.grace))
+    import uvloop  # libuv's event loop roughly halves a gRPC call's round trip on grpc.aio (envoy/README.md)
+
+    uvloop.run(_run(settings, args.grpc, args.grace))
     return 0
 
 

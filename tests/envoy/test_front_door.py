@@ -75,8 +75,8 @@ def test_a_good_key_gets_the_answer_and_its_usage_is_priced_exactly(gw: GatewayS
     assert raw.status_code == 200
     assert completion.usage is not None
     assert raw.headers["x-ratelimit-limit-requests"] == "600"
-    assert raw.headers["x-upstream-request-id"].startswith("req_")
-    event = gw.usage_event(raw.headers["x-request-id"])
+    assert raw.headers["x-request-id"].startswith("req_")  # the provider's own id passes through
+    event = gw.usage_event(raw.headers["x-quotagate-request-id"])
     assert (event.status, event.decision, event.key_id, event.model_served) == (
         200,
         "allowed",
@@ -120,7 +120,7 @@ def test_a_stream_gets_usage_injected_and_the_event_has_the_exact_cost(gw: Gatew
     assert usage is not None, "the gateway asks the provider for usage (stream_options.include_usage)"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert gw.fake.last_request()["body"]["stream_options"] == {"include_usage": True}
-    event = gw.usage_event(raw.headers["x-request-id"])
+    event = gw.usage_event(raw.headers["x-quotagate-request-id"])
     assert event.stream is True
     assert (event.input_tokens, event.output_tokens) == (usage.prompt_tokens, usage.completion_tokens)
     assert event.cost_nanos == _openai_nanos(usage.prompt_tokens, usage.completion_tokens)
@@ -144,13 +144,13 @@ def test_anthropic_messages_json_and_stream_are_metered(gw: GatewayStack) -> Non
     client = gw.anthropic()
     raw = client.messages.with_raw_response.create(model="claude-sonnet-4-6", max_tokens=64, messages=PROMPT)
     message = raw.parse()
-    event = gw.usage_event(raw.headers["x-request-id"])
+    event = gw.usage_event(raw.headers["x-quotagate-request-id"])
     assert (event.input_tokens, event.output_tokens) == (message.usage.input_tokens, message.usage.output_tokens)
     assert event.cost_nanos == _anthropic_nanos(event.input_tokens, event.output_tokens)
 
     with client.messages.stream(model="claude-sonnet-4-6", max_tokens=64, messages=PROMPT) as stream:
         final = stream.get_final_message()
-        request_id = stream.response.headers["x-request-id"]
+        request_id = stream.response.headers["x-quotagate-request-id"]
     event = gw.usage_event(request_id)
     assert (event.input_tokens, event.output_tokens) == (final.usage.input_tokens, final.usage.output_tokens)
     assert event.cost_nanos == _anthropic_nanos(final.usage.input_tokens, final.usage.output_tokens)
@@ -175,11 +175,13 @@ def test_a_bad_key_is_401(gw: GatewayStack, credential: str) -> None:
     assert gw.fake.requests() == []
 
 
-def test_a_missing_key_is_401(gw: GatewayStack) -> None:
+def test_a_missing_key_is_401_and_recorded_under_the_id_the_client_sees(gw: GatewayStack) -> None:
     response = httpx.post(gw.openai_base_url + "/chat/completions", json={"model": "gpt-4o-mini", "messages": PROMPT})
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "missing_credential"
     assert gw.fake.requests() == []
+    event = gw.usage_event(response.headers["x-quotagate-request-id"])
+    assert (event.decision, event.deny_reason) == ("denied", "missing_credential")
 
 
 @pytest.mark.parametrize(
@@ -280,7 +282,7 @@ def test_a_client_that_hangs_up_mid_stream_is_charged_for_what_was_generated(gw:
             "x-fake-output-tokens": "40",
         },
     ) as response:
-        request_id = response.headers["x-request-id"]
+        request_id = response.headers["x-quotagate-request-id"]
         lines = response.iter_lines()
         seen = [next(lines) for _ in range(6)]
     assert any(line.startswith("data: ") for line in seen)
@@ -297,7 +299,7 @@ def test_a_provider_that_cuts_the_stream_still_gets_the_request_charged(gw: Gate
     )
     with pytest.raises((openai.APIError, httpx.HTTPError)):
         list(raw.parse())
-    event = gw.usage_event(raw.headers["x-request-id"])
+    event = gw.usage_event(raw.headers["x-quotagate-request-id"])
     assert event.error is not None
     assert event.usage_source == "estimated"
     assert event.output_tokens >= 5
@@ -305,7 +307,7 @@ def test_a_provider_that_cuts_the_stream_still_gets_the_request_charged(gw: Gate
 
 def test_the_access_log_is_json_with_the_gateway_request_id(gw: GatewayStack) -> None:
     raw = gw.openai().chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=PROMPT)
-    request_id = raw.headers["x-request-id"]
+    request_id = raw.headers["x-quotagate-request-id"]
     for _ in range(100):  # Envoy flushes its access log about every second
         lines = [orjson.loads(line) for line in gw.envoy.access_log() if line.startswith("{")]
         mine = [line for line in lines if line["request_id"] == request_id]

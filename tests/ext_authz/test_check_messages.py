@@ -65,7 +65,10 @@ def test_allow_overwrites_headers_removes_credentials_and_carries_the_ticket() -
     assert _headers(ok.headers) == {"authorization": "Bearer sk-provider", "x-quotagate-upstream": "openai_local"}
     assert {o.append_action for o in ok.headers} == {OVERWRITE}
     assert list(ok.headers_to_remove) == ["x-api-key", "x-api-token", REWRITE_HEADER]
-    assert _headers(ok.response_headers_to_add) == {"x-ratelimit-remaining-requests": "5"}
+    assert _headers(ok.response_headers_to_add) == {
+        "x-ratelimit-remaining-requests": "5",
+        "x-quotagate-request-id": ticket.request_id,  # the usage event's key, for the client
+    }
     assert {o.append_action for o in ok.response_headers_to_add} == {OVERWRITE}
     assert Ticket.from_metadata(from_struct(response.dynamic_metadata)) == ticket
 
@@ -100,6 +103,7 @@ def test_deny_answers_the_status_body_and_headers_with_the_reason_as_metadata() 
     assert orjson.loads(denied.body)["error"]["code"] == "rate_limit_rpm"
     assert _headers(denied.headers)["retry-after"] == "7"
     assert _headers(denied.headers)["content-type"] == "application/json"
+    assert _headers(denied.headers)["x-quotagate-request-id"] == "req-1"
     assert from_struct(response.dynamic_metadata) == {"request_id": "req-1", "deny_reason": "rate_limit_rpm"}
 
 

@@ -45,6 +45,7 @@ from quotagate.manifest.desired import desired_state
 from quotagate.manifest.load import load_text
 from quotagate.runtime import GatewayRuntime, open_runtime
 from quotagate.settings import Settings, load_settings
+from quotagate.snapshot import Snapshot
 from quotagate.store import keys_repo
 from quotagate.store.credentials_repo import set_provider_key
 from quotagate.store.manifest_apply import apply_plan, plan_manifest
@@ -179,7 +180,7 @@ def _wait_ready(envoy: EnvoyProcess) -> None:
     raise RuntimeError(f"Envoy was not ready within {_READY_TIMEOUT_S}s; log {envoy.log_path}:\n{envoy.log_tail()}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def _stop(process: subprocess.Popen[Any]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -313,6 +314,56 @@ class GatewayStack:
             time.sleep(0.05)
 
 
+def prepare_home(settings: Settings, manifest: str, key_id: str) -> str:
+    """Apply `manifest` to the store of `settings`, store the test provider keys, issue `key_id`: its credential."""
+    with _app(settings) as app, app.db.transaction(immediate=True) as session:
+        desired = desired_state(load_text(manifest))
+        apply_plan(session, desired, plan_manifest(session, desired), actor="test")
+        for provider, key in PROVIDER_KEYS.items():
+            set_provider_key(session, app.secret_box(), provider, key, actor="test")
+    with _app(settings) as app, app.db.transaction(immediate=True) as session:
+        return str(keys_repo.issue_key(session, app.hasher, key_id, actor="test"))
+
+
+def stored_snapshot(settings: Settings) -> Snapshot:
+    with _app(settings) as app, app.db.read() as session:
+        return load_snapshot(session)
+
+
+@dataclass(frozen=True)
+class ServeProcess:
+    grpc_address: str
+    process: subprocess.Popen[str]
+    log_path: Path
+
+
+@contextmanager
+def running_serve_process(
+    home: Path, *, log_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[ServeProcess]:
+    """`quotagate serve --grpc 127.0.0.1:0` in a process of its own (its own GIL), stopped with SIGTERM."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUOTAGATE_")}
+    env.update(QUOTAGATE_HOME=str(home), **(extra_env or {}))
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "quotagate", "serve", "--grpc", "127.0.0.1:0", "--grace", "5"],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
+        )
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        if "listening on " not in line:
+            process.kill()
+            raise RuntimeError(f"quotagate serve did not start: {line!r}; log {log_path}:\n{log_path.read_text()}")
+        yield ServeProcess(line.rsplit("listening on ", 1)[1].strip(), process, log_path)
+    finally:
+        _stop(process)
+        if process.stdout:
+            process.stdout.close()
+
+
 @contextmanager
 def _app(settings: Settings) -> Iterator[App]:
     app = open_app(settings)
@@ -339,15 +390,8 @@ def running_stack(
         fake = stack.enter_context(running_fake_provider())
         upstream = fake.base_url.removeprefix("http://")
         config = load_settings(home=workdir / "home", config_refresh_ms=50, **settings)
-        with _app(config) as app, app.db.transaction(immediate=True) as session:
-            desired = desired_state(load_text(stack_manifest(upstream, example=example, edit=edit)))
-            apply_plan(session, desired, plan_manifest(session, desired), actor="test")
-            for provider, key in PROVIDER_KEYS.items():
-                set_provider_key(session, app.secret_box(), provider, key, actor="test")
-        with _app(config) as app, app.db.transaction(immediate=True) as session:
-            credential = str(keys_repo.issue_key(session, app.hasher, key_id, actor="test"))
-        with _app(config) as app, app.db.read() as session:
-            snapshot = load_snapshot(session)
+        credential = prepare_home(config, stack_manifest(upstream, example=example, edit=edit), key_id)
+        snapshot = stored_snapshot(config)
         server = _ServerThread(config)
         grpc_address = server.start()
         stack.callback(server.stop)
