@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
 from quotagate.errors import BackendUnavailable
-from quotagate.http.auth import Admin
+from quotagate.http.auth import Admin, require_global
 from quotagate.http.context import Context, context
 from quotagate.http.errors import ERROR_RESPONSES, ApiError
 from quotagate.http.idempotency import IdempotencyKey, fingerprint, respond, run_idempotent
@@ -92,7 +92,9 @@ class LedgerEntry(BaseModel):
 async def load_credits(
     request: Request, ctx: Ctx, admin: Admin, body: CreditCreate, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
-    """Load prepaid credits to an organization, project, client (sub-account) or key."""
+    """Load prepaid credits to an organization (global admins), project, client (sub-account) or key."""
+    if body.scope_type == "organization":
+        require_global(admin, "Loading credits to an organization")
     nanos = body.nanos
 
     def work(session: Any) -> tuple[int, dict[str, Any]]:

@@ -13,13 +13,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, status
 from pydantic import BaseModel, Field
 
-from quotagate.http.auth import Admin
+from quotagate.http.auth import Admin, require_global
 from quotagate.http.context import Context, context
 from quotagate.http.errors import ERROR_RESPONSES
 from quotagate.http.models import Identifier, Models, Note, Patch, PathRef, Ref, Strict
 from quotagate.http.paging import Cursor, Limit, Page, decode, encode
 from quotagate.manifest.schema import EnforcementMode, ScopeType
 from quotagate.store import quotas_repo as repo
+from quotagate.store.admin_tokens_repo import AdminPrincipal
 
 router = APIRouter(prefix="/admin", tags=["quotas"], responses=ERROR_RESPONSES)
 Ctx = Annotated[Context, Depends(context)]
@@ -79,6 +80,12 @@ class QuotaPatch(Patch):
     status: Annotated[str, Field(pattern="^(active|disabled)$")] | None = None
 
 
+async def _editable(ctx: Context, admin: AdminPrincipal, quota_id: str) -> None:
+    quota = await ctx.read(repo.get_quota, quota_id, admin.organization_id)
+    if quota.scope_type == ScopeType.ORGANIZATION.value:
+        require_global(admin, "A quota on an organization")
+
+
 def _values(body: BaseModel) -> dict[str, Any]:
     # Decimals stay Decimals (model_dump in python mode); enums become their values.
     values = body.model_dump(exclude_unset=True)
@@ -109,6 +116,9 @@ async def list_quotas(
 
 @router.post("/quotas", response_model=Quota, status_code=status.HTTP_201_CREATED)
 async def create_quota(ctx: Ctx, admin: Admin, body: QuotaCreate) -> Quota:
+    """Quotas on an organization itself need a global admin token."""
+    if body.scope_type is ScopeType.ORGANIZATION:
+        require_global(admin, "A quota on an organization")
     return Quota(**await ctx.write(repo.create_quota, _values(body), admin.organization_id, actor=admin.actor))
 
 
@@ -120,6 +130,7 @@ async def get_quota(ctx: Ctx, admin: Admin, quota_id: PathRef) -> Quota:
 
 @router.patch("/quotas/{quota_id}", response_model=Quota)
 async def update_quota(ctx: Ctx, admin: Admin, quota_id: PathRef, body: QuotaPatch) -> Quota:
+    await _editable(ctx, admin, quota_id)
     return Quota(
         **await ctx.write(repo.update_quota, quota_id, _values(body), admin.organization_id, actor=admin.actor)
     )
@@ -128,5 +139,6 @@ async def update_quota(ctx: Ctx, admin: Admin, quota_id: PathRef, body: QuotaPat
 @router.delete("/quotas/{quota_id}", response_model=Quota)
 async def disable_quota(ctx: Ctx, admin: Admin, quota_id: PathRef) -> Quota:
     """Disables the quota (it stops applying); nothing is deleted."""
+    await _editable(ctx, admin, quota_id)
     row = await ctx.write(repo.update_quota, quota_id, {"status": "disabled"}, admin.organization_id, actor=admin.actor)
     return Quota(**row)

@@ -132,6 +132,8 @@ async def get_organization(ctx: Ctx, admin: Admin, organization: PathRef) -> Org
 
 @router.patch("/organizations/{organization}", response_model=Organization)
 async def update_organization(ctx: Ctx, admin: Admin, organization: PathRef, body: OrganizationPatch) -> Organization:
+    """Global admins only."""
+    require_global(admin)
     row = await ctx.write(
         repo.update, repo.ORGANIZATION, organization, _changes(body), admin.organization_id, actor=admin.actor
     )
@@ -140,7 +142,8 @@ async def update_organization(ctx: Ctx, admin: Admin, organization: PathRef, bod
 
 @router.delete("/organizations/{organization}", response_model=Organization)
 async def disable_organization(ctx: Ctx, admin: Admin, organization: PathRef) -> Organization:
-    """Disables the organization: every key of it is refused. Nothing is deleted."""
+    """Disables the organization: every key of it is refused. Nothing is deleted. Global admins only."""
+    require_global(admin)
     row = await ctx.write(
         repo.update, repo.ORGANIZATION, organization, {"status": "disabled"}, admin.organization_id, actor=admin.actor
     )

@@ -55,9 +55,11 @@ async def admin_principal(
 Admin = Annotated[AdminPrincipal, Depends(admin_principal)]
 
 
-def require_global(principal: AdminPrincipal) -> None:
+def require_global(principal: AdminPrincipal, what: str = "This endpoint") -> None:
+    """The organization itself (its record, its quotas, its credits) and the deployment belong to the
+    operator: an organization admin manages what is inside it, and cannot lift limits set on it."""
     if principal.organization_id is not None:
-        raise ApiError(403, "forbidden", "This endpoint needs a global admin token.")
+        raise ApiError(403, "forbidden", f"{what} needs a global admin token.")
 
 
 def organization_for(principal: AdminPrincipal, given: str | None) -> str:

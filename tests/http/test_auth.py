@@ -116,7 +116,6 @@ async def test_an_organization_admin_sees_only_its_organization(api: Api) -> Non
     hidden = [
         ("GET", "/admin/organizations/demo"),
         ("GET", "/admin/organizations/org-demo"),
-        ("PATCH", "/admin/organizations/org-demo"),
         ("GET", "/admin/projects/proj-demo"),
         ("PATCH", "/admin/projects/proj-demo"),
         ("DELETE", "/admin/projects/proj-demo"),
@@ -142,7 +141,6 @@ async def test_an_organization_admin_sees_only_its_organization(api: Api) -> Non
 
     refs = [
         ("/admin/credits", {"scope_type": "project", "scope_id": "proj-demo", "amount": "1"}),
-        ("/admin/credits", {"scope_type": "organization", "scope_id": "demo", "amount": "1"}),
         ("/admin/quotas", {"scope_type": "key", "scope_id": "demo-key", "rpm_limit": 1}),
         ("/admin/keys", {"client_id": "client-demo"}),
         ("/admin/clients", {"project_id": "proj-demo", "client_id": "sneaky", "client_name": "x"}),
@@ -163,17 +161,37 @@ async def test_an_organization_admin_sees_only_its_organization(api: Api) -> Non
 
 
 async def test_global_only_endpoints_refuse_organization_admins(api: Api) -> None:
+    """The deployment and the organization itself (record, quotas, credits) are the operator's: an organization
+    admin manages what is inside its organization and cannot lift limits set on it."""
     other = admin_token("other")
+    org_quota = next(
+        q["quota_id"]
+        for q in (await api.get("/admin/quotas", other)).json()["data"]
+        if q["scope_type"] == "organization"
+    )
     for method, path, body in (
         (
             "POST",
             "/admin/organizations",
             {"organization_id": "o3", "organization_slug": "o3", "organization_name": "x"},
         ),
+        ("PATCH", "/admin/organizations/other", {"status": "active"}),
+        ("PATCH", "/admin/organizations/demo", {"status": "active"}),
+        ("DELETE", "/admin/organizations/other", None),
         ("PUT", "/admin/upstreams/openai/credential", {"api_key": "sk-x"}),
+        ("POST", "/admin/credits", {"scope_type": "organization", "scope_id": "other", "amount": "1"}),
+        ("POST", "/admin/quotas", {"scope_type": "organization", "scope_id": "other", "rpm_limit": 1}),
+        ("PATCH", f"/admin/quotas/{org_quota}", {"rpm_limit": 10**6}),
+        ("DELETE", f"/admin/quotas/{org_quota}", None),
     ):
         r = await api.http.request(method, path, json=body, headers=bearer(other))
-        assert (r.status_code, r.json()["error"]["code"]) == (403, "forbidden"), path
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "forbidden"), (method, path, r.text)
     for path in ("/admin/manifest/plan", "/admin/manifest/apply"):
         r = await api.http.post(path, content=two_org_manifest(), headers=bearer(other))
         assert r.status_code == 403
+    # What is inside the organization is the organization admin's.
+    credit = await api.post("/admin/credits", {"scope_type": "project", "scope_id": "proj-other", "amount": "1"}, other)
+    assert credit.status_code == 201
+    quota = await api.post("/admin/quotas", {"scope_type": "project", "scope_id": "proj-other", "rpm_limit": 5}, other)
+    assert quota.status_code == 201
+    assert (await api.delete(f"/admin/quotas/{quota.json()['quota_id']}", other)).status_code == 200
