@@ -111,8 +111,10 @@ def export_org(
     out.mkdir(parents=True, exist_ok=True)
     with db.read() as session:
         head = session.scalar(select(func.max(LedgerEntry.seq)).where(LedgerEntry.organization_id == org)) or 0
-        checkpoints = [cp for cp in stored_checkpoints(session, org) if cp.seq <= head]
-        start = _export_start(session, org, checkpoints, head, since, key_id(public))
+        # Only the current key's checkpoints: the export carries that one public key.
+        signer = key_id(public)
+        checkpoints = [cp for cp in stored_checkpoints(session, org) if cp.seq <= head and cp.key_id == signer]
+        start = _export_start(session, org, checkpoints, head, since)
         exported = [cp for cp in checkpoints if cp.seq >= start.seq]
         with (out / ENTRIES).open("wb") as f:
             for row in iter_rows(session, org, after=start.seq, upto=head):
@@ -136,14 +138,14 @@ def export_org(
 
 
 def _export_start(
-    session: Session, org: str, checkpoints: list[Checkpoint], head: int, since: datetime | None, signer_id: str
+    session: Session, org: str, checkpoints: list[Checkpoint], head: int, since: datetime | None
 ) -> Anchor:
-    """Genesis, or the newest checkpoint (of the current key) before the first entry at or after `since`:
-    the export's first link is then signed too."""
+    """Genesis, or the newest checkpoint before the first entry at or after `since`: the export's first
+    link is then signed too."""
     if since is None:
         return GENESIS_ANCHOR
     first = session.scalar(
         select(func.min(LedgerEntry.seq)).where(LedgerEntry.organization_id == org, LedgerEntry.recorded_at >= since)
     )
-    before = [cp for cp in checkpoints if cp.seq < (first or head + 1) and cp.key_id == signer_id]
+    before = [cp for cp in checkpoints if cp.seq < (first or head + 1)]
     return Anchor(before[-1].seq, before[-1].hash) if before else GENESIS_ANCHOR
