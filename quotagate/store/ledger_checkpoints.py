@@ -97,17 +97,18 @@ class Checkpointer:
         return Outcome(org, "signed", checkpoint)
 
     def _last_own(self, session: Session, org: str) -> Checkpoint | None:
-        """The newest checkpoint of this signer's key (older keys' cannot be checked here)."""
-        row = session.scalars(
+        """The newest checkpoint of this signer's key whose signature verifies: a forged row is skipped
+        here (and reported by verify), so it cannot stall signing."""
+        rows = session.scalars(
             select(LedgerCheckpoint)
             .where(LedgerCheckpoint.organization_id == org, LedgerCheckpoint.key_id == self.signer.key_id)
             .order_by(LedgerCheckpoint.seq.desc(), LedgerCheckpoint.id.desc())
-            .limit(1)
-        ).first()
-        return checkpoint_of(row) if row is not None else None
+            .limit(64)  # past that many forged rows, verifying from genesis is the sane fallback
+        )
+        return next((cp for cp in map(checkpoint_of, rows) if self._keys.problem(cp) is None), None)
 
     def publish_pending(self) -> int:
-        """Write every checkpoint no sink has taken yet to all sinks; returns how many were published."""
+        """Write every valid checkpoint of this key no sink has taken yet to all sinks; returns how many."""
         with self.db.read() as session:
             pending = list(
                 session.scalars(
@@ -118,8 +119,12 @@ class Checkpointer:
             )
         published = 0
         for row in pending:
+            checkpoint = checkpoint_of(row)
+            if (why := self._keys.problem(checkpoint)) is not None:
+                log.error("not publishing a stored checkpoint that does not verify: %s", why)
+                continue
             try:
-                anchor = " ".join(sink.write(checkpoint_of(row)) for sink in self.sinks)
+                anchor = " ".join(sink.write(checkpoint) for sink in self.sinks)
             except OSError as exc:
                 log.warning(
                     "checkpoint %s/%d not anchored yet (%s); retrying next round", row.organization_id, row.seq, exc

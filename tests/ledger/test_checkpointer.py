@@ -93,6 +93,22 @@ def test_a_truncated_chain_is_not_signed(db: Database, tmp_path: Path) -> None:
     assert [p.kind for p in outcome.report.problems] == ["truncated"]
 
 
+def test_a_forged_checkpoint_row_is_neither_trusted_nor_published(db: Database, tmp_path: Path) -> None:
+    signer = c.new_signer()
+    checkpointer = Checkpointer(db, signer, [DirectorySink(tmp_path)], 60)
+    c.set_columns(db, 21, hash="ab" * 32)  # the forger also edits the head's hash column to match
+    forged = Checkpoint(ORG, 21, "ab" * 32, "2026-01-01T00:00:00.000000+00:00", signer.key_id, "AAAA")
+    with db.transaction() as session:
+        session.add(
+            LedgerCheckpoint(
+                organization_id=ORG, seq=21, hash=forged.hash, signed_at=c.START, key_id=forged.key_id, signature="AAAA"
+            )
+        )
+    [outcome] = checkpointer.checkpoint()
+    assert outcome.status == "refused"  # verified from genesis: the hash column no longer matches
+    assert not list(tmp_path.rglob("*.json"))  # the forged row was not published
+
+
 class _Receiver(BaseHTTPRequestHandler):
     received: list[dict[str, object]] = []
 
