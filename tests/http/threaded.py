@@ -82,3 +82,5 @@ def serving_in_thread(settings: Settings, *, grpc: bool = False) -> Iterator[Ser
     finally:
         served._loop.call_soon_threadsafe(served._stop.set)
         thread.join(timeout=30)
+        if not thread.is_alive():
+            served._loop.close()
