@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from quotagate.app import App, open_app
+from quotagate.errors import ConfigError
 from quotagate.gateway.check import Gatekeeper
 from quotagate.gateway.config import ConfigCache
 from quotagate.gateway.ticket import Ticket
@@ -26,6 +27,7 @@ from quotagate.snapshot import Snapshot
 from quotagate.store.baseline import StoreBaseline
 from quotagate.store.config_state import read_config_version
 from quotagate.store.counters_factory import open_counters
+from quotagate.store.ledger_checkpoints import Checkpointer, open_checkpointer
 from quotagate.store.snapshot_loader import load_snapshot
 from quotagate.store.usage_repo import recorded_figures
 from quotagate.store.usage_writer import UsageWriter
@@ -43,6 +45,7 @@ class GatewayRuntime:
     gatekeeper: Gatekeeper
     meter_services: MeterServices
     sweeper: Sweeper
+    checkpointer: Checkpointer | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -58,6 +61,8 @@ class GatewayRuntime:
             asyncio.create_task(self.config.run(), name="config-refresh"),
             asyncio.create_task(self.sweeper.run(), name="reservation-sweeper"),
         ]
+        if self.checkpointer is not None:
+            self._tasks.append(asyncio.create_task(self.checkpointer.run(), name="ledger-checkpoints"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -99,4 +104,9 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
     )
     services = MeterServices(config=config, counters=counters, sink=sink)
     sweeper = Sweeper(counters=counters, find_recorded=lambda rid: recorded_figures(db, rid), sink=writer)
-    return GatewayRuntime(app, config, counters, writer, gatekeeper, services, sweeper)
+    try:
+        checkpointer = open_checkpointer(s, db)
+    except ConfigError as exc:  # e.g. PostgreSQL without a shared signing key: serve, but say so
+        log.warning("periodic ledger checkpoints are off: %s", exc)
+        checkpointer = None
+    return GatewayRuntime(app, config, counters, writer, gatekeeper, services, sweeper, checkpointer)
