@@ -1,0 +1,102 @@
+"""Flows to the core and back: a CheckInput from a request, an Outcome applied to the flow.
+
+Mirrors the Envoy path (ext_authz/check_messages.py and the routes of ext_authz/envoy_config/) so a
+developer sees what production does: the same headers set and removed, the same body rewrite, the same
+upstream and Host header, the same refusals byte for byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from mitmproxy import http
+
+from quotagate.apis import api_for_path
+from quotagate.gateway.check import UPSTREAM_HEADER
+from quotagate.gateway.denials import deny
+from quotagate.gateway.outcome import Allow, CheckInput, Deny
+from quotagate.gateway.rewrite import rewrite_body
+from quotagate.snapshot import UpstreamView
+
+FRONT_DOOR = "mitmproxy"
+# Envoy's upstream routes strip these: the routing mark Check sets, and accept-encoding, because metering
+# reads usage from the response as it passes and cannot read a compressed body.
+_STRIPPED_UPSTREAM = (UPSTREAM_HEADER, "accept-encoding")
+
+
+class ChunkSink(Protocol):
+    def chunk(self, data: bytes) -> None: ...
+
+
+def check_input(flow: http.HTTPFlow) -> CheckInput:
+    request = flow.request
+    # Lower-case names, repeated values joined with "," as Envoy sends them to Check.
+    headers = {name.lower(): ",".join(request.headers.get_all(name)) for name in request.headers}
+    peer = flow.client_conn.peername
+    return CheckInput(
+        method=request.method,
+        path=request.path,
+        headers=headers,
+        body=request.raw_content or b"",
+        client_ip=peer[0] if peer else None,
+        front_door=FRONT_DOOR,
+    )
+
+
+def apply_allow(flow: http.HTTPFlow, allow: Allow, upstream: UpstreamView) -> None:
+    """Swap the credential, rewrite the body, and send the request to the upstream the core chose."""
+    request = flow.request
+    for name in allow.remove_headers:
+        request.headers.pop(name, None)
+    for name, value in allow.set_headers:
+        request.headers[name] = value  # overwrites every value the client sent
+    for name in _STRIPPED_UPSTREAM:
+        request.headers.pop(name, None)
+    new_body = rewrite_body(allow.ticket, request.raw_content or b"")
+    if new_body is not None:
+        request.raw_content = new_body
+        if "transfer-encoding" not in request.headers:  # a chunked body carries no length
+            request.headers["content-length"] = str(len(new_body))
+    # The snapshot, not the listener, decides where the request goes (Envoy routes on the same mark).
+    request.scheme = "https" if upstream.tls else "http"
+    request.host = upstream.host
+    request.port = upstream.port
+    request.host_header = upstream.ssl_name or upstream.host  # Envoy's host_rewrite_literal
+
+
+def set_headers(message: http.Message, headers: Iterable[tuple[str, str]]) -> None:
+    for name, value in headers:
+        message.headers[name] = value
+
+
+def deny_response(denial: Deny) -> http.Response:
+    return http.Response.make(
+        denial.status, denial.body, http.Headers([(k.encode(), v.encode()) for k, v in denial.headers])
+    )
+
+
+def failure(flow: http.HTTPFlow) -> Deny:
+    """The refusal when the gateway itself failed: fail closed, in the provider's error shape (as ext_authz)."""
+    api = api_for_path(flow.request.path)
+    return deny(
+        api.provider if api else None,
+        503,
+        "gateway_error",
+        "The gateway could not check this request; try again shortly.",
+        request_id=flow.request.headers.get("x-request-id", ""),
+    )
+
+
+def passthrough(meter: ChunkSink) -> Callable[[bytes], bytes]:
+    """The response stream callable: every chunk goes on unchanged and at once, after feeding the meter.
+
+    mitmproxy kills the connection when a stream callable raises, so this one never does."""
+
+    def stream(data: bytes) -> bytes:
+        with contextlib.suppress(Exception):
+            meter.chunk(data)
+        return data
+
+    return stream
