@@ -14,10 +14,10 @@ from quotagate.policy import limit_checks, quotas_for
 from quotagate.runtime import GatewayRuntime
 
 
-async def budget_left(runtime: GatewayRuntime, ticket: Ticket, rate_headers: Iterable[tuple[str, str]]) -> list[str]:
+async def budget_left(runtime: GatewayRuntime, ticket: Ticket, client_headers: Iterable[tuple[str, str]]) -> list[str]:
     """Requests and tokens left this minute (the x-ratelimit-* headers admission returned), then spend left
     this month and prepaid credits, read from the counters after settlement."""
-    rates = dict(rate_headers)
+    rates = dict(client_headers)
     left = [
         f"{rates[f'x-ratelimit-remaining-{what}']} {what}/min"
         for what in ("requests", "tokens")

@@ -13,17 +13,17 @@ from typing import Protocol
 
 from mitmproxy import http
 
+from ext_authz.names import REQUEST_ID_HEADER, REWRITE_HEADER, UPSTREAM_HEADER
 from quotagate.apis import api_for_path
-from quotagate.gateway.check import UPSTREAM_HEADER
 from quotagate.gateway.denials import deny
 from quotagate.gateway.outcome import Allow, CheckInput, Deny
 from quotagate.gateway.rewrite import rewrite_body
 from quotagate.snapshot import UpstreamView
 
 FRONT_DOOR = "mitmproxy"
-# Envoy's upstream routes strip these: the routing mark Check sets, and accept-encoding, because metering
-# reads usage from the response as it passes and cannot read a compressed body.
-_STRIPPED_UPSTREAM = (UPSTREAM_HEADER, "accept-encoding")
+# Envoy's upstream routes strip these: its routing marks, and accept-encoding, because metering reads usage
+# from the response as it passes and cannot read a compressed body. (ext_authz/names.py pulls in no gRPC.)
+_STRIPPED_UPSTREAM = (UPSTREAM_HEADER, REWRITE_HEADER, "accept-encoding")
 
 
 class ChunkSink(Protocol):
@@ -66,15 +66,19 @@ def apply_allow(flow: http.HTTPFlow, allow: Allow, upstream: UpstreamView) -> No
     request.host_header = upstream.ssl_name or upstream.host  # Envoy's host_rewrite_literal
 
 
+def client_headers(allow: Allow) -> tuple[tuple[str, str], ...]:
+    """What Envoy adds to an allowed request's response: x-ratelimit-* and the gateway's request id."""
+    return (*allow.response_headers, (REQUEST_ID_HEADER, allow.ticket.request_id))
+
+
 def set_headers(message: http.Message, headers: Iterable[tuple[str, str]]) -> None:
     for name, value in headers:
-        message.headers[name] = value
+        message.headers[name] = value  # overwrites, as Envoy's OVERWRITE_IF_EXISTS_OR_ADD
 
 
 def deny_response(denial: Deny) -> http.Response:
-    return http.Response.make(
-        denial.status, denial.body, http.Headers([(k.encode(), v.encode()) for k, v in denial.headers])
-    )
+    headers = (*denial.headers, (REQUEST_ID_HEADER, denial.request_id))
+    return http.Response.make(denial.status, denial.body, http.Headers([(k.encode(), v.encode()) for k, v in headers]))
 
 
 def failure(flow: http.HTTPFlow) -> Deny:

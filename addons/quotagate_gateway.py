@@ -23,7 +23,15 @@ from typing import Any
 from mitmproxy import addonmanager, ctx, exceptions, http
 
 from addons.quotagate_budget import budget_left
-from addons.quotagate_flows import apply_allow, check_input, deny_response, failure, passthrough, set_headers
+from addons.quotagate_flows import (
+    apply_allow,
+    check_input,
+    client_headers,
+    deny_response,
+    failure,
+    passthrough,
+    set_headers,
+)
 from addons.quotagate_report import Summary, note_admitted, note_denied, note_metered
 from quotagate.errors import ConfigError
 from quotagate.gateway.outcome import Deny
@@ -46,10 +54,10 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 @dataclass
 class _Exchange:
-    """An allowed flow on its way: its meter and the x-ratelimit-* headers for the client."""
+    """An allowed flow on its way: its meter and the headers its response gets for the client."""
 
     meter: Meter
-    rate_headers: tuple[tuple[str, str], ...]
+    client_headers: tuple[tuple[str, str], ...]
     streamed: bool = False
 
 
@@ -188,7 +196,7 @@ class QuotagateAddon:
             self._refuse(flow, outcome)
             return
         ticket = outcome.ticket
-        self._open[flow.id] = _Exchange(runtime.meter(ticket), outcome.response_headers)
+        self._open[flow.id] = _Exchange(runtime.meter(ticket), client_headers(outcome))
         apply_allow(flow, outcome, runtime.config.snapshot.upstreams[ticket.upstream])
         note_admitted(flow, ticket)
 
@@ -213,7 +221,7 @@ class QuotagateAddon:
         response = flow.response
         content_type = response.headers.get("content-type")
         exchange.meter.response_headers(response.status_code, content_type)
-        set_headers(response, exchange.rate_headers)
+        set_headers(response, exchange.client_headers)
         if exchange.meter.ticket.stream or is_event_stream(content_type):
             response.stream = passthrough(exchange.meter)
             exchange.streamed = True
@@ -239,7 +247,7 @@ class QuotagateAddon:
         left: list[str] = []
         if self._runtime is not None:
             try:
-                left = await budget_left(self._runtime, exchange.meter.ticket, exchange.rate_headers)
+                left = await budget_left(self._runtime, exchange.meter.ticket, exchange.client_headers)
             except Exception as exc:  # only the comment loses its budget figures
                 log.debug("Quotagate: reading the budget left failed: %s", exc)
         note_metered(flow, record, left)

@@ -129,12 +129,18 @@ async def test_the_manifest_option_is_applied_on_start_and_on_change(provider_en
 
 
 async def test_allow_swaps_the_credential_rewrites_the_body_and_routes_like_envoy(gw: Gateway) -> None:
-    f = gateway_flow(gw.credential, {**CHAT, "stream": True}, x_api_key=gw.credential)
+    f = gateway_flow(
+        gw.credential,
+        {**CHAT, "stream": True},
+        x_api_key=gw.credential,
+        x_quotagate_rewrite="1",
+        x_quotagate_upstream="x",
+    )
     await gw.send(f)
     req = f.request
     assert f.response is None  # goes upstream
     assert req.headers["authorization"] == f"Bearer {OPENAI_KEY}"
-    for gone in ("x-api-key", "x-quotagate-upstream", "accept-encoding"):
+    for gone in ("x-api-key", "x-quotagate-upstream", "x-quotagate-rewrite", "accept-encoding"):
         assert gone not in req.headers
     assert gw.credential not in str(req.headers)
     assert len(req.headers["x-request-id"]) >= 8
@@ -180,7 +186,7 @@ async def test_denials_are_the_cores_refusal_byte_for_byte(gw: Gateway) -> None:
         assert f.response is not None
         assert f.response.status_code == denial.status
         assert f.response.content == denial.body
-        for name, value in denial.headers:
+        for name, value in (*denial.headers, ("x-quotagate-request-id", denial.request_id)):
             assert f.response.headers[name] == value
         assert f.response.headers["content-length"] == str(len(denial.body))
         assert f.marked == DENIED_MARK
@@ -263,6 +269,7 @@ async def test_a_stream_passes_unchanged_and_is_metered_with_its_usage(gw: Gatew
     assert f.response.headers["x-ratelimit-limit-requests"] == "600"  # admission's headers reach the client
     await gw.addon.response(f)
     meta = f.metadata["quotagate"]
+    assert f.response.headers["x-quotagate-request-id"] == meta["request_id"]
     assert (meta["input_tokens"], meta["output_tokens"], meta["cost_source"]) == (9, 2, "reported")
     assert meta["cost"] == "0.00000255 usd"
     assert "599 requests/min" in f.comment and "usd this month" in f.comment
