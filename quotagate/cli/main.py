@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "quotagate.cli.serve_cmd",
     "quotagate.cli.envoy_cmd",
     "quotagate.cli.db_cmd",
+    "quotagate.cli.dev_cmd",
     "quotagate.fake_provider.cli",
     "quotagate.cli.config_cmd",
 )

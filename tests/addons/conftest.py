@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from addons.quotagate_gateway import QuotagateAddon
 from quotagate.runtime import GatewayRuntime
+from tests.addons.mitmdump import AddonStack, edge_case_keys, running_addon_stack
 from tests.support.gateway import apply_manifest, edit_manifest, issue_key, manifest_text
 
 OPENAI_KEY = "sk-provider-openai"
@@ -66,6 +67,14 @@ def configure_all(ctx: taddons.context, addon: QuotagateAddon) -> None:
 
 def upstream_response(body: bytes, content_type: str, status: int = 200) -> http.Response:
     return tutils.tresp(status_code=status, headers=http.Headers(content_type=content_type), content=body)
+
+
+@pytest.fixture(scope="package")
+def addon_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AddonStack]:
+    """One real mitmdump with the addon for the end-to-end modules, with the edge-case keys."""
+    workdir = tmp_path_factory.mktemp("addon")
+    with running_addon_stack(workdir, edit=edge_case_keys, extra_keys=("rpm-key", "mini-only-key")) as stack:
+        yield stack
 
 
 @pytest.fixture

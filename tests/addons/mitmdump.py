@@ -146,6 +146,24 @@ def issue_keys(settings: Settings, key_ids: list[str]) -> dict[str, str]:
         app.close()
 
 
+def edge_case_keys(doc: dict[str, Any]) -> None:
+    """Manifest edit: keys for the refusal cases, in a project of their own under the demo organization."""
+    org = doc["organizations"][0]
+    keys = {"rpm-key": {}, "mini-only-key": {"models": ["gpt-4o-mini"]}}
+    org["projects"].append(
+        {
+            "project_id": "proj-edge",
+            "project_slug": "edge",
+            "project_name": "Edge cases",
+            "clients": [
+                {"client_id": f"client-{key}", "client_name": key, "api_keys": [{"key_id": key, **extra}]}
+                for key, extra in keys.items()
+            ],
+        }
+    )
+    org["quotas"].append({"scope_type": "key", "key_id": "rpm-key", "rpm_limit": 1})
+
+
 @contextmanager
 def running_addon_stack(
     workdir: Path, *, edit: Callable[[dict[str, Any]], None] | None = None, extra_keys: tuple[str, ...] = ()

@@ -3,48 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import anthropic
 import httpx
 import openai
 import pytest
 
-from tests.addons.mitmdump import AddonStack, running_addon_stack
+from tests.addons.mitmdump import AddonStack
 from tests.support.envoy import PROVIDER_KEYS
 
 PROMPT = [{"role": "user", "content": "Say something about gateways."}]
 
 
-def _extra_keys(doc: dict[str, Any]) -> None:
-    """Keys for the refusal cases, in a project of their own under the demo organization."""
-    org = doc["organizations"][0]
-    keys = {"rpm-key": {}, "mini-only-key": {"models": ["gpt-4o-mini"]}}
-    org["projects"].append(
-        {
-            "project_id": "proj-edge",
-            "project_slug": "edge",
-            "project_name": "Edge cases",
-            "clients": [
-                {"client_id": f"client-{key}", "client_name": key, "api_keys": [{"key_id": key, **extra}]}
-                for key, extra in keys.items()
-            ],
-        }
-    )
-    org["quotas"].append({"scope_type": "key", "key_id": "rpm-key", "rpm_limit": 1})
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AddonStack]:
-    workdir = tmp_path_factory.mktemp("addon")
-    with running_addon_stack(workdir, edit=_extra_keys, extra_keys=("rpm-key", "mini-only-key")) as stack:
-        yield stack
-
-
-@pytest.fixture(autouse=True)
-def _clear_provider_log(gw: AddonStack) -> None:
-    gw.fake.clear_requests()
+@pytest.fixture
+def gw(addon_stack: AddonStack) -> AddonStack:
+    addon_stack.fake.clear_requests()
+    return addon_stack
 
 
 def _openai_nanos(input_tokens: int, output_tokens: int) -> int:
