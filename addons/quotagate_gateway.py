@@ -222,7 +222,8 @@ class QuotagateAddon:
         content_type = response.headers.get("content-type")
         exchange.meter.response_headers(response.status_code, content_type)
         set_headers(response, exchange.client_headers)
-        if exchange.meter.ticket.stream or is_event_stream(content_type):
+        # Streams pass chunk by chunk; so does a body mitmproxy already chose to stream (stream_large_bodies).
+        if exchange.meter.ticket.stream or is_event_stream(content_type) or response.stream:
             response.stream = passthrough(exchange.meter)
             exchange.streamed = True
 

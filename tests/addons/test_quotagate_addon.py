@@ -290,6 +290,17 @@ async def test_a_json_response_is_metered_in_the_response_hook(gw: Gateway) -> N
     assert "9 in / 2 out tokens" in f.comment
 
 
+async def test_a_body_mitmproxy_streams_by_size_is_metered_as_it_passes(gw: Gateway) -> None:
+    f = await gw.send(gateway_flow(gw.credential))
+    f.response = upstream_response(b"", "application/json")
+    f.response.stream = True  # what stream_large_bodies does before the responseheaders hook
+    gw.addon.responseheaders(f)
+    assert callable(f.response.stream)
+    assert f.response.stream(CHAT_JSON) == CHAT_JSON
+    await gw.addon.response(f)
+    assert events(gw)[f.metadata["quotagate"]["request_id"]].cost_nanos == CHAT_COST_NANOS
+
+
 async def test_a_cut_stream_is_charged_as_estimated_once(gw: Gateway) -> None:
     f = await gw.send(gateway_flow(gw.credential, {**CHAT, "stream": True}))
     await stream_through(gw, f, CHAT_STREAM[:1], "text/event-stream")
