@@ -155,9 +155,10 @@ class QuotagateAddon:
         runtime, self._runtime = self._runtime, None
         if runtime is None:
             return
-        for flow_id, exchange in list(self._open.items()):
-            self.summary.add(await exchange.meter.finish(error="mitmproxy shut down before the response ended"))
-            del self._open[flow_id]
+        for flow_id in list(self._open):
+            exchange = self._open.pop(flow_id, None)  # a response hook may take it meanwhile
+            if exchange is not None:
+                self.summary.add(await exchange.meter.finish(error="mitmproxy shut down before the response ended"))
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
