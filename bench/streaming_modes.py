@@ -7,7 +7,9 @@ first chunk (TTFT). `quotagate serve` runs in its own process over a fresh SQLit
 keys, limits and metering. Each mode is one Envoy configuration, rendered and then adapted:
 
 * plain      Envoy with the router only (the baseline; the client names the upstream itself)
-* check      ext_authz Check only, no ext_proc
+* stub       ext_authz Check answered by a constant grpc.aio server on uvloop: the floor of any
+             Check written in Python, before Quotagate does any work
+* check      ext_authz Check only (Quotagate), no ext_proc
 * streamed   Check + metering ext_proc in STREAMED mode, Envoy waiting for every chunk's answer
 * observe    Check + metering in observability mode: what `quotagate envoy render` ships
 * rewrite    as observe, for a request whose body Quotagate rewrites (stream_options.include_usage)
@@ -47,11 +49,11 @@ from tests.support.envoy import (  # RenderOptions and render_envoy_config: the 
     stored_snapshot,
 )
 
-MODES = ("plain", "check", "streamed", "observe", "rewrite")
+MODES = ("plain", "stub", "check", "streamed", "observe", "rewrite")
 UPSTREAM = "bench"
 
 
-# -- the SSE sender (run as `python -m bench.streaming_modes --sender PORT CHUNKS INTERVAL_MS`)
+# -- the SSE sender
 
 
 async def _send_stream(writer: asyncio.StreamWriter, chunks: int, interval_s: float) -> None:
@@ -89,6 +91,7 @@ async def _serve_connection(
 
 
 async def _sender(port: int, chunks: int, interval_ms: float) -> None:
+    """The SSE sender (run as `python -m bench.streaming_modes --sender PORT CHUNKS INTERVAL_MS`)."""
     server = await asyncio.start_server(
         lambda r, w: _serve_connection(r, w, chunks, interval_ms / 1000), "127.0.0.1", port
     )
@@ -97,15 +100,42 @@ async def _sender(port: int, chunks: int, interval_ms: float) -> None:
         await server.serve_forever()
 
 
+# -- the constant Check
+
+
+async def _stub_check(port: int) -> None:
+    """Answers every Check with the upstream header (run as `python -m bench.streaming_modes --stub-check PORT`)."""
+    import grpc
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+
+    answer = external_auth_pb2.CheckResponse()
+    header = answer.ok_response.headers.add()
+    header.header.key, header.header.value = "x-quotagate-upstream", UPSTREAM
+    header.append_action = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+    class Constant(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+        async def Check(self, request: object, context: object) -> object:
+            return answer
+
+    server = grpc.aio.server()
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(Constant(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print("ready", flush=True)
+    await server.wait_for_termination()
+
+
 @contextmanager
-def _running_sender(chunks: int, interval_ms: float) -> Iterator[int]:
-    port = free_port()
-    argv = [sys.executable, "-m", "bench.streaming_modes", "--sender", str(port), str(chunks), str(interval_ms)]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+def _running_helper(*args: str) -> Iterator[None]:
+    """This module in another process, in one of its helper roles, until the block ends."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.streaming_modes", *args], stdout=subprocess.PIPE, text=True
+    )
     try:
         if process.stdout is None or process.stdout.readline().strip() != "ready":
-            raise RuntimeError("the SSE sender did not start")
-        yield port
+            raise RuntimeError(f"bench helper {args[0]} did not start")
+        yield
     finally:
         process.terminate()
         process.wait()
@@ -194,6 +224,7 @@ def _wait_for_every_chunk(config: dict[str, Any]) -> None:
 
 ADAPT: dict[str, Callable[[dict[str, Any]], None]] = {
     "plain": _keep("envoy.filters.http.router"),
+    "stub": _keep("envoy.filters.http.ext_authz", "envoy.filters.http.router"),
     "check": _keep("envoy.filters.http.ext_authz", "envoy.filters.http.router"),
     "streamed": _wait_for_every_chunk,
     "observe": _shipped,
@@ -220,7 +251,9 @@ def run(args: argparse.Namespace) -> list[tuple[str, Samples]]:
     results = []
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="qg-bench-")))
-        sender = stack.enter_context(_running_sender(args.chunks, args.interval_ms))
+        sender, stub = free_port(), free_port()
+        stack.enter_context(_running_helper("--sender", str(sender), str(args.chunks), str(args.interval_ms)))
+        stack.enter_context(_running_helper("--stub-check", str(stub)))
         settings = load_settings(home=work / "home")
         manifest = stack_manifest(f"127.0.0.1:{sender}", edit=_no_limits)
         credential = prepare_home(settings, manifest, "demo-key")
@@ -265,6 +298,11 @@ def table(results: list[tuple[str, Samples]]) -> str:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--sender":
         asyncio.run(_sender(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--stub-check":
+        import uvloop
+
+        uvloop.run(_stub_check(int(sys.argv[2])))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=200, help="measured requests per mode")
