@@ -11,6 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from quotagate.apis import Provider
+from quotagate.governance.policy import Governance
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,7 @@ class Snapshot:
     routes: tuple[RouteView, ...] = ()  # longest location first
     upstreams: dict[str, UpstreamView] = field(default_factory=dict)
     credentials: dict[Provider, CredentialRef] = field(default_factory=dict)
+    governance: Governance = field(default_factory=Governance)  # IP allowlists, actor and prompt-logging policies
 
     def route_for(self, path: str) -> RouteView | None:
         for route in self.routes:

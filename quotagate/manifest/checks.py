@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from quotagate.apis import API_BY_PATH
-from quotagate.manifest.schema import FeatureName, Manifest, Quota, ScopeType
+from quotagate.governance.alert_rules import AlertKind
+from quotagate.manifest.schema import AlertRule, FeatureName, Manifest, Organization, Quota, ScopeType
 from quotagate.models_catalog import split_model
 
 Finding = tuple[str, str]
@@ -17,6 +18,7 @@ def check_references(manifest: Manifest) -> list[Finding]:
         *_rate_card(manifest),
         *_gateway(manifest),
         *_tenancy(manifest),
+        *_alerts(manifest),
     ]
 
 
@@ -142,10 +144,7 @@ def _tenancy(m: Manifest) -> Iterator[Finding]:
     yield from _duplicates(key_ids, "key id")
 
 
-def _scope_ids(org: object) -> dict[ScopeType, set[str]]:
-    from quotagate.manifest.schema import Organization
-
-    assert isinstance(org, Organization)
+def _scope_ids(org: Organization) -> dict[ScopeType, set[str]]:
     projects = {p.project_id for p in org.projects}
     clients = {c.client_id for p in org.projects for c in p.clients}
     keys = {k.key_id for p in org.projects for c in p.clients for k in c.api_keys}
@@ -160,16 +159,7 @@ def _quotas(m: Manifest, op: str, quotas: list[Quota], ids: dict[ScopeType, set[
     identities: list[tuple[str, str]] = []
     for qi, q in enumerate(quotas):
         qp = f"{op}.quotas[{qi}]"
-        wanted = _SCOPE_FIELD.get(q.scope_type)
-        for scope, field in _SCOPE_FIELD.items():
-            value = getattr(q, field)
-            if field == wanted:
-                if value is None:
-                    yield f"{qp}.{field}", f"required for scope_type {q.scope_type.value!r}"
-                elif value not in ids[scope]:
-                    yield f"{qp}.{field}", f"unknown {scope.value} {value!r} in this organization"
-            elif value is not None:
-                yield f"{qp}.{field}", f"not allowed for scope_type {q.scope_type.value!r}"
+        yield from _scope_reference(qp, q, ids)
         limits = (q.rpm_limit, q.tpm_limit, q.monthly_spend_limit, q.model_allowlist)
         if all(v is None for v in limits) and not q.prepaid:
             yield qp, "a quota needs one of rpm_limit, tpm_limit, monthly_spend_limit, prepaid or model_allowlist"
@@ -188,6 +178,61 @@ def _quotas(m: Manifest, op: str, quotas: list[Quota], ids: dict[ScopeType, set[
         identities.append((f"{qp}", quota_identity(q)))
     for path, message in _duplicates(identities, "quota"):
         yield path, message + "; give one of them a quota_id"
+
+
+def _scope_reference(path: str, item: Quota | AlertRule, ids: dict[ScopeType, set[str]]) -> Iterator[Finding]:
+    """The id field of the item's scope_type is given and names an object of the organization; no other is set."""
+    wanted = _SCOPE_FIELD.get(item.scope_type)
+    for scope, field in _SCOPE_FIELD.items():
+        value = getattr(item, field)
+        if field == wanted:
+            if value is None:
+                yield f"{path}.{field}", f"required for scope_type {item.scope_type.value!r}"
+            elif value not in ids[scope]:
+                yield f"{path}.{field}", f"unknown {scope.value} {value!r} in this organization"
+        elif value is not None:
+            yield f"{path}.{field}", f"not allowed for scope_type {item.scope_type.value!r}"
+
+
+def scope_id_of(item: Quota | AlertRule, org_id: str) -> str | None:
+    if item.scope_type is ScopeType.ORGANIZATION:
+        return org_id
+    return getattr(item, _SCOPE_FIELD[item.scope_type])  # type: ignore[no-any-return]
+
+
+# The limit a rule measures against: its scope needs a quota setting it.
+_RULE_LIMIT = {AlertKind.SPEND_CAP: "monthly_spend_limit", AlertKind.TPM_SATURATION: "tpm_limit"}
+
+
+def _alerts(m: Manifest) -> Iterator[Finding]:
+    for oi, org in enumerate(m.organizations):
+        if org.alerts is None:
+            continue
+        ap = f"organizations[{oi}].alerts"
+        receivers = org.alerts.receivers
+        yield from _duplicates([(f"{ap}.receivers[{i}].name", r.name) for i, r in enumerate(receivers)], "receiver")
+        yield from _duplicates(
+            [(f"{ap}.rules[{i}].rule_id", r.rule_id) for i, r in enumerate(org.alerts.rules)], "alert rule"
+        )
+        names = {r.name for r in receivers}
+        ids = _scope_ids(org)
+        for ri, rule in enumerate(org.alerts.rules):
+            rp = f"{ap}.rules[{ri}]"
+            yield from _scope_reference(rp, rule, ids)
+            for i, name in enumerate(rule.receivers):
+                if name not in names:
+                    yield f"{rp}.receivers[{i}]", f"unknown receiver {name!r}"
+            if not names:
+                yield f"{rp}.receivers", "the organization has no alert receivers"
+            limit = _RULE_LIMIT.get(rule.kind)
+            scope_id = scope_id_of(rule, org.organization_id)
+            if limit and not any(
+                q.scope_type is rule.scope_type
+                and scope_id_of(q, org.organization_id) == scope_id
+                and getattr(q, limit) is not None
+                for q in org.quotas
+            ):
+                yield rp, f"kind {rule.kind.value!r} needs a quota with {limit} on this scope"
 
 
 def _known_model(m: Manifest, path: str, model: str) -> Iterator[Finding]:

@@ -8,14 +8,26 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from quotagate.manifest.checks import quota_identity
-from quotagate.manifest.schema import Manifest, ScopeType
+from quotagate.governance.alert_rules import AlertKind
+from quotagate.manifest.checks import quota_identity, scope_id_of
+from quotagate.manifest.schema import AlertReceiver, AlertRule, Manifest, Organization
 from quotagate.money import nanos_from_units
 
 Row = dict[str, Any]
 
 # Order matters: parents before children when creating.
-KINDS = ("upstream", "route", "credential", "organization", "project", "client", "gateway_key", "quota")
+KINDS = (
+    "upstream",
+    "route",
+    "credential",
+    "organization",
+    "project",
+    "client",
+    "gateway_key",
+    "quota",
+    "alert_receiver",
+    "alert_rule",
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,9 @@ def desired_state(m: Manifest) -> DesiredState:
                 "slug": p.project_slug,
                 "name": p.project_name,
                 "status": p.status.value,
+                "ip_allowlist": p.ip_allowlist,
+                "actors": p.actors.model_dump(mode="json") if p.actors else None,
+                "prompt_logging": p.prompt_logging.model_dump(mode="json") if p.prompt_logging else None,
             }
             for c in p.clients:
                 rows["client"][c.client_id] = {
@@ -82,6 +97,7 @@ def desired_state(m: Manifest) -> DesiredState:
                     "client_type": c.client_type.value,
                     "status": c.status.value,
                     "default_tag": c.default_tag,
+                    "ip_allowlist": c.ip_allowlist,
                 }
                 for k in c.api_keys:
                     key_scope[k.key_id] = c.client_id
@@ -93,14 +109,10 @@ def desired_state(m: Manifest) -> DesiredState:
                         "status": k.status.value,
                         "models": k.models,
                         "expires_at": k.expires_at,
+                        "ip_allowlist": k.ip_allowlist,
                     }
         for q in org.quotas:
-            scope_id = {
-                ScopeType.ORGANIZATION: org.organization_id,
-                ScopeType.PROJECT: q.project_id,
-                ScopeType.CLIENT: q.client_id,
-                ScopeType.KEY: q.key_id,
-            }[q.scope_type]
+            scope_id = scope_id_of(q, org.organization_id)
             rows["quota"][f"{org.organization_id}:{quota_identity(q)}"] = {
                 "organization_id": org.organization_id,
                 "scope_type": q.scope_type.value,
@@ -117,7 +129,58 @@ def desired_state(m: Manifest) -> DesiredState:
                 "notes": q.notes,
                 "status": "active",
             }
+        _alert_rows(org, rows)
     return DesiredState(rows=rows, rate_card=_rate_card(m), deployment=_deployment(m))
+
+
+def _alert_rows(org: Organization, rows: dict[str, dict[str, Row]]) -> None:
+    if org.alerts is None:
+        return
+    for r in org.alerts.receivers:
+        rows["alert_receiver"][f"{org.organization_id}:{r.name}"] = alert_receiver_row(org.organization_id, r)
+    for rule in org.alerts.rules:
+        rows["alert_rule"][f"{org.organization_id}:{rule.rule_id}"] = alert_rule_row(org.organization_id, rule)
+
+
+def alert_receiver_row(org_id: str, r: AlertReceiver) -> Row:
+    """The stored row of a receiver (the manifest and the admin API write the same shape)."""
+    return {
+        "organization_id": org_id,
+        "name": r.name,
+        "format": r.format.value,
+        "url": r.url,
+        "signing_secret": r.signing_secret,
+        "status": "active",
+    }
+
+
+def alert_rule_row(org_id: str, rule: AlertRule) -> Row:
+    return {
+        "organization_id": org_id,
+        "rule_id": rule.rule_id,
+        "kind": rule.kind.value,
+        "scope_type": rule.scope_type.value,
+        "scope_id": scope_id_of(rule, org_id),
+        "params": _rule_params(rule),
+        "receivers": sorted(rule.receivers),
+        "notes": rule.notes,
+        "status": "active",
+    }
+
+
+def _rule_params(rule: AlertRule) -> Row:
+    if rule.kind in (AlertKind.SPEND_CAP, AlertKind.TPM_SATURATION):
+        return {"thresholds": rule.effective_thresholds}
+    if rule.kind is AlertKind.CREDIT_BALANCE:
+        assert rule.below is not None
+        return {"below_nanos": nanos_from_units(rule.below)}
+    assert rule.min_spend is not None
+    return {
+        "factor": format(rule.factor.normalize(), "f"),
+        "window_minutes": rule.window_minutes,
+        "baseline_days": rule.baseline_days,
+        "min_spend_nanos": nanos_from_units(rule.min_spend),
+    }
 
 
 def _rate_card(m: Manifest) -> RateCardRows | None:

@@ -6,14 +6,19 @@ naming an upstream) are checked by :mod:`quotagate.manifest.checks`.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from quotagate.apis import Provider
+from quotagate.governance.actors import ActorPolicy
+from quotagate.governance.alert_rules import AlertFormat, AlertKind
+from quotagate.governance.ip import parse_network
+from quotagate.governance.policy import PromptLogMode
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 Slug = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
@@ -21,6 +26,28 @@ Slug = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z
 KeyId = Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
 Price = Annotated[Decimal, Field(ge=0, max_digits=24, decimal_places=12)]
 ModelName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")]
+# Secrets are never in the manifest: an environment variable the gateway reads at use.
+EnvRef = Annotated[str, Field(pattern=r"^env:[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(parse_network(value))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a CIDR ({exc})") from None
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
+# An IPv4 or IPv6 network (`10.0.0.0/8`, `2001:db8::/32`) or one address; host bits must be zero.
+Cidr = Annotated[str, Field(min_length=2, max_length=64), AfterValidator(_cidr)]
+IpAllowlist = Annotated[list[Cidr], Field(min_length=1, max_length=1000)]
 
 
 class Strict(BaseModel):
@@ -171,12 +198,45 @@ class Deployment(Strict):
     gateway: Gateway = Gateway()
 
 
+class ActorSettings(Strict):
+    """ext: signed actor identity (user/team/app) on the requests of a project's keys."""
+
+    policy: ActorPolicy = ActorPolicy.OFF
+    signing_secret: EnvRef | None = None
+
+    @model_validator(mode="after")
+    def _secret_when_on(self) -> ActorSettings:
+        if self.policy is not ActorPolicy.OFF and self.signing_secret is None:
+            raise ValueError(f"policy {self.policy.value!r} needs a signing_secret (env:VAR)")
+        return self
+
+
+class RedactPattern(Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    pattern: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_regex)]
+
+
+class PromptLogging(Strict):
+    """ext: whether prompts and responses are stored (never on the request's path) and for how long."""
+
+    mode: PromptLogMode = PromptLogMode.OFF
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    redact: list[RedactPattern] = []  # custom rules, applied after the built-in ones (mode: redacted)
+
+    @model_validator(mode="after")
+    def _redact_only_when_redacting(self) -> PromptLogging:
+        if self.redact and self.mode is not PromptLogMode.REDACTED:
+            raise ValueError("redact patterns apply only with mode: redacted")
+        return self
+
+
 class ApiKey(Strict):
     key_id: KeyId
     tier: str | None = None
     status: KeyStatus = KeyStatus.ACTIVE
     models: list[ModelName] | None = None  # ext: per-key model allowlist
     expires_at: datetime | None = None  # ext
+    ip_allowlist: IpAllowlist | None = None  # ext
 
 
 class Client(Strict):
@@ -185,6 +245,7 @@ class Client(Strict):
     client_type: ClientType = ClientType.GATEWAY_KEY
     status: Status = Status.ACTIVE
     default_tag: str | None = None  # ext: cost tag recorded on every usage event
+    ip_allowlist: IpAllowlist | None = None  # ext
     api_keys: list[ApiKey] = []
 
 
@@ -193,6 +254,9 @@ class Project(Strict):
     project_slug: Slug
     project_name: Annotated[str, Field(min_length=1, max_length=200)]
     status: Status = Status.ACTIVE
+    ip_allowlist: IpAllowlist | None = None  # ext
+    actors: ActorSettings | None = None  # ext
+    prompt_logging: PromptLogging | None = None  # ext
     clients: list[Client] = []
 
 
@@ -212,6 +276,74 @@ class Quota(Strict):
     notes: str | None = None
 
 
+Percent = Annotated[int, Field(ge=1, le=1000)]
+Amount = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=9)]
+
+
+class AlertReceiver(Strict):
+    name: Identifier
+    format: AlertFormat = AlertFormat.JSON
+    # An http(s) URL, or env:VAR when the URL itself is a secret (Slack incoming webhooks are).
+    url: Annotated[str, Field(max_length=2000, pattern=r"^(https?://[^\s]+|env:[A-Za-z_][A-Za-z0-9_]*)$")]
+    signing_secret: EnvRef | None = None  # HMAC key of the signature header; required for format json
+
+    @model_validator(mode="after")
+    def _json_is_signed(self) -> AlertReceiver:
+        if self.format is AlertFormat.JSON and self.signing_secret is None:
+            raise ValueError("a json receiver needs a signing_secret (env:VAR)")
+        return self
+
+
+# Which fields each kind of rule takes (beyond its identity, scope and receivers).
+_RULE_FIELDS = {
+    AlertKind.SPEND_CAP: {"thresholds"},
+    AlertKind.TPM_SATURATION: {"thresholds"},
+    AlertKind.CREDIT_BALANCE: {"below"},
+    AlertKind.SPEND_ANOMALY: {"factor", "window_minutes", "baseline_days", "min_spend"},
+}
+
+
+class AlertRule(Strict):
+    rule_id: Identifier
+    kind: AlertKind
+    scope_type: ScopeType = ScopeType.ORGANIZATION
+    project_id: Identifier | None = None
+    client_id: Identifier | None = None
+    key_id: KeyId | None = None
+    thresholds: Annotated[list[Percent], Field(min_length=1, max_length=10)] | None = None  # % of the limit
+    below: Amount | None = None  # credit_balance: alert when the balance drops below this
+    factor: Annotated[Decimal, Field(gt=1, max_digits=8, decimal_places=3)] = Decimal(3)
+    window_minutes: Annotated[int, Field(ge=5, le=1440)] = 60
+    baseline_days: Annotated[int, Field(ge=1, le=90)] = 7
+    min_spend: Amount | None = None  # spend_anomaly: no alert below this spend in the window
+    receivers: list[Identifier] = []  # empty: every receiver of the organization
+    notes: str | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> AlertRule:
+        allowed = _RULE_FIELDS[self.kind]
+        extra = sorted((set().union(*_RULE_FIELDS.values()) - allowed) & self.model_fields_set)
+        if extra:
+            raise ValueError(f"{', '.join(extra)} not allowed for kind {self.kind.value!r}")
+        if self.kind is AlertKind.CREDIT_BALANCE and self.below is None:
+            raise ValueError("kind 'credit_balance' needs below")
+        if self.kind is AlertKind.SPEND_ANOMALY and self.min_spend is None:
+            raise ValueError("kind 'spend_anomaly' needs min_spend")
+        return self
+
+    @property
+    def effective_thresholds(self) -> list[int]:
+        default = [90] if self.kind is AlertKind.TPM_SATURATION else [50, 80, 100]
+        return sorted(set(self.thresholds or default))
+
+
+class Alerts(Strict):
+    """ext: webhooks fired once per threshold per period (docs/governance.md)."""
+
+    receivers: list[AlertReceiver] = []
+    rules: list[AlertRule] = []
+
+
 class Organization(Strict):
     organization_id: Identifier
     organization_slug: Slug
@@ -220,6 +352,7 @@ class Organization(Strict):
     status: Status = Status.ACTIVE
     runtime: dict[str, Any] = {}
     quotas: list[Quota] = []
+    alerts: Alerts | None = None  # ext
     projects: list[Project] = []
 
 

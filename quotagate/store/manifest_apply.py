@@ -27,6 +27,8 @@ MODEL_BY_KIND: dict[str, type[Any]] = {
     "client": t.Client,
     "gateway_key": t.GatewayKey,
     "quota": t.Quota,
+    "alert_receiver": t.AlertReceiver,
+    "alert_rule": t.AlertRule,
 }
 PK_BY_KIND = {
     "upstream": "name",
@@ -37,6 +39,8 @@ PK_BY_KIND = {
     "client": "id",
     "gateway_key": "key_id",
     "quota": "id",
+    "alert_receiver": "id",
+    "alert_rule": "id",
 }
 DISABLED = "disabled"
 

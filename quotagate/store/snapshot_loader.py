@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from quotagate.apis import Provider
+from quotagate.governance.policy import build_governance
 from quotagate.models_catalog import split_model
 from quotagate.snapshot import (
     ClientView,
@@ -28,13 +29,14 @@ from quotagate.store.config_state import get_config_state
 def load_snapshot(session: Session) -> Snapshot:
     state = get_config_state(session)
     orgs = {o.id: OrgView(o.id, o.slug, o.name, o.status) for o in session.scalars(select(t.Organization))}
-    projects = {
-        p.id: ProjectView(p.id, p.organization_id, p.slug, p.name, p.status) for p in session.scalars(select(t.Project))
-    }
+    project_rows = list(session.scalars(select(t.Project)))
+    projects = {p.id: ProjectView(p.id, p.organization_id, p.slug, p.name, p.status) for p in project_rows}
+    client_rows = list(session.scalars(select(t.Client)))
     clients = {
         c.id: ClientView(c.id, c.organization_id, c.project_id, c.name, c.client_type, c.status, c.default_tag)
-        for c in session.scalars(select(t.Client))
+        for c in client_rows
     }
+    key_rows = list(session.scalars(select(t.GatewayKey)))
     keys = {
         k.key_id: KeyView(
             key_id=k.key_id,
@@ -49,8 +51,16 @@ def load_snapshot(session: Session) -> Snapshot:
             previous_secret_hash=k.previous_secret_hash,
             previous_valid_until=k.previous_valid_until,
         )
-        for k in session.scalars(select(t.GatewayKey))
+        for k in key_rows
     }
+    governance = build_governance(
+        [
+            *(("project", p.id, p.ip_allowlist) for p in project_rows),
+            *(("client", c.id, c.ip_allowlist) for c in client_rows),
+            *(("key", k.key_id, k.ip_allowlist) for k in key_rows),
+        ],
+        ((p.id, p.actors, p.prompt_logging) for p in project_rows),
+    )
     quotas: dict[tuple[str, str], list[QuotaView]] = defaultdict(list)
     for q in session.scalars(select(t.Quota).where(t.Quota.status == "active").order_by(t.Quota.id)):
         quotas[(q.scope_type, q.scope_id)].append(
@@ -112,6 +122,7 @@ def load_snapshot(session: Session) -> Snapshot:
         routes=tuple(routes),
         upstreams=upstreams,
         credentials=credentials,
+        governance=governance,
     )
 
 

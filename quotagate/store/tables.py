@@ -77,6 +77,9 @@ class Project(Managed, Base):
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16))
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    ip_allowlist: Mapped[list[str] | None] = mapped_column(JSON)  # CIDRs; None: any address
+    actors: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # signed actor policy (manifest shape)
+    prompt_logging: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # prompt-logging policy (manifest shape)
 
 
 class Client(Managed, Base):
@@ -88,6 +91,7 @@ class Client(Managed, Base):
     client_type: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
     default_tag: Mapped[str | None] = mapped_column(String(200))
+    ip_allowlist: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class GatewayKey(Managed, Base):
@@ -106,6 +110,7 @@ class GatewayKey(Managed, Base):
     previous_valid_until: Mapped[datetime | None]
     issued_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    ip_allowlist: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class Quota(Managed, Base):
@@ -293,3 +298,78 @@ class LedgerCheckpoint(Base):
     key_id: Mapped[str] = mapped_column(String(64))  # fingerprint of the signing public key
     signature: Mapped[str] = mapped_column(String(200))  # base64
     anchor: Mapped[str | None] = mapped_column(Text)  # where the sink wrote it
+
+
+class AlertReceiver(Managed, Base):
+    """A webhook alerts are delivered to; `url` and `signing_secret` may be `env:VAR` references."""
+
+    __tablename__ = "alert_receivers"
+    id: Mapped[str] = mapped_column(String(300), primary_key=True)  # <organization id>:<name>
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    format: Mapped[str] = mapped_column(String(16))  # slack | json
+    url: Mapped[str] = mapped_column(String(2000))
+    signing_secret: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+
+
+class AlertRule(Managed, Base):
+    __tablename__ = "alert_rules"
+    id: Mapped[str] = mapped_column(String(300), primary_key=True)  # <organization id>:<rule id>
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    rule_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    scope_type: Mapped[str] = mapped_column(String(16))
+    scope_id: Mapped[str] = mapped_column(String(128))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    receivers: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: every receiver of the organization
+    notes: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+
+
+class AlertFiring(Base):
+    """One crossed threshold per rule, subject and period: the unique key is what dedups across processes."""
+
+    __tablename__ = "alert_firings"
+    __table_args__ = (UniqueConstraint("rule_id", "subject", "threshold", "period"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    organization_id: Mapped[str] = mapped_column(String(128), index=True)
+    rule_id: Mapped[str] = mapped_column(String(300))  # AlertRule.id
+    subject: Mapped[str] = mapped_column(String(300))  # the quota measured, or ""
+    threshold: Mapped[str] = mapped_column(String(64))
+    period: Mapped[str] = mapped_column(String(32))
+    fired_at: Mapped[datetime]
+    delivered: Mapped[bool] = mapped_column(Boolean)  # False: a higher threshold crossed at once was sent instead
+    message: Mapped[str] = mapped_column(Text)
+    observed: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AlertDelivery(Base):
+    """The outbox: one row per firing and receiver, claimed with a lease, retried with backoff."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (Index("ix_alert_deliveries_status_next", "status", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    firing_id: Mapped[int] = mapped_column(ForeignKey("alert_firings.id"), index=True)
+    receiver_id: Mapped[str] = mapped_column(String(300))  # AlertReceiver.id
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+
+
+class PromptLog(Base):
+    """Prompt and response content of a project that logs it, written off the request path, purged at expiry."""
+
+    __tablename__ = "prompt_logs"
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(128), index=True)
+    project_id: Mapped[str] = mapped_column(String(128), index=True)
+    mode: Mapped[str] = mapped_column(String(16))  # redacted | full
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    request_body: Mapped[str | None] = mapped_column(Text)
+    response_text: Mapped[str | None] = mapped_column(Text)
+    redactions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # rule -> matches replaced

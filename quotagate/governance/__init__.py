@@ -1,0 +1,1 @@
+"""Governance: IP allowlists, signed actor identity, prompt logging with redaction, alerts."""
