@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import tomllib
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from quotagate.errors import ConfigError
 
@@ -120,7 +121,36 @@ class Settings(BaseSettings):
         default=None,
         description="HTTP(S) endpoint every signed checkpoint is POSTed to as JSON, in addition to the directory.",
     )
+    trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Comma-separated CIDRs of proxies in front of the front door (e.g. a load balancer before Envoy). "
+            "IP allowlists check the peer address the front door reports; only when that peer is in this list "
+            "is X-Forwarded-For read, right to left, skipping these proxies. Empty: X-Forwarded-For is ignored."
+        ),
+    )
+    actor_signature_window_s: int = Field(
+        default=300,
+        ge=1,
+        le=3600,
+        description="Replay window of signed actor headers: the signature's timestamp must be this close to now.",
+    )
+    alert_interval_s: float = Field(
+        default=30,
+        ge=0,
+        description="How often each gateway process evaluates alert rules and delivers due webhooks (0: never).",
+    )
+    prompt_log_purge_interval_s: float = Field(
+        default=3600,
+        ge=0,
+        description="How often each gateway process purges logged prompts past their retention (0: never).",
+    )
     log_level: str = Field(default="INFO", description="Python logging level of every process.")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_cidrs(cls, value: Any) -> Any:
+        return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
 
     @field_validator("spend_timezone")
     @classmethod

@@ -24,6 +24,8 @@ from quotagate.gateway.ratelimit_headers import denial_headers, remaining_header
 from quotagate.gateway.request import BadRequest, parse_request
 from quotagate.gateway.rewrite import INCLUDE_USAGE_APIS
 from quotagate.gateway.ticket import Ticket
+from quotagate.governance.content import ContentSink
+from quotagate.governance.gate import GOVERNANCE_HEADERS, GovernanceGate, Refusal
 from quotagate.identity.authenticate import AuthFailure, authenticate
 from quotagate.identity.credentials import CREDENTIAL_HEADERS, SecretHasher, credential_from_headers
 from quotagate.limits.model import Counters, Decision, LimitKind, ReservationRequest
@@ -65,6 +67,7 @@ class Gatekeeper:
         settings: Settings,
         sink: UsageSink,
         clock: Callable[[], float] = time.time,
+        content: ContentSink | None = None,
     ) -> None:
         self._config = config
         self._hasher = hasher
@@ -74,6 +77,8 @@ class Gatekeeper:
         self._sink = sink
         self._clock = clock
         self._zone = ZoneInfo(settings.spend_timezone)
+        self._governance = GovernanceGate(settings)
+        self._content = content  # logged prompts (per project policy); None: never logged
 
     async def check(self, req: CheckInput) -> Outcome:
         started = time.perf_counter()
@@ -117,6 +122,13 @@ class Gatekeeper:
             denial = deny(shape, status, reason, message, request_id=request_id, **kw)  # type: ignore[arg-type]
             self._sink.record(_with_denial(base, denial))
             return denial
+
+        admitted = self._governance.admit(snapshot, identity, req, now)
+        if isinstance(admitted, Refusal):
+            base = _replace(base, tags={**base.tags, **admitted.tags})
+            return refuse_known(admitted.status, admitted.reason, admitted.message)
+        if admitted:  # verified actor (or a flagged problem under the optional policy)
+            base = _replace(base, tags={**base.tags, **admitted})
 
         api = api_for_path(req.path)
         if route is None or api is None:
@@ -239,6 +251,8 @@ class Gatekeeper:
             monitored=tuple(f"{m.kind.value}:{m.counter_id}" for m in decision.monitored),
             tags=base.tags,
         )
+        if self._content is not None:
+            self._content.request(ticket, req.body)
         set_headers = (
             *credential_headers(provider, provider_key, req.headers),
             *((("x-request-id", request_id),) if not caller_id else ()),
@@ -251,6 +265,7 @@ class Gatekeeper:
             remove_headers=(
                 *(h for h in CREDENTIAL_HEADERS if h not in {k for k, _ in set_headers}),
                 "accept-encoding",
+                *GOVERNANCE_HEADERS,
             ),
             response_headers=remaining_headers(decision),
         )

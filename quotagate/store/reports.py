@@ -1,4 +1,4 @@
-"""Usage reports: sums of usage events grouped by organization, project, client, key, model, day.
+"""Usage reports: sums of usage events grouped by organization, project, client, key, model, day, actor.
 
 Totals are sums of the same integer nanos the ledger debits, so a report equals its events exactly.
 """
@@ -14,7 +14,21 @@ from sqlalchemy.orm import Session
 
 from quotagate.store.tables import Client, Organization, Project, UsageEvent
 
-GROUPS = ("org", "project", "client", "key", "model", "provider", "day", "status", "decision", "reason")
+GROUPS = (
+    "org",
+    "project",
+    "client",
+    "key",
+    "model",
+    "provider",
+    "day",
+    "status",
+    "decision",
+    "reason",
+    "actor_user",
+    "actor_team",
+    "actor_app",
+)
 MEASURES = (
     "requests",
     "input_tokens",
@@ -66,6 +80,10 @@ def usage_report(session: Session, q: ReportQuery) -> Report:
         "status": UsageEvent.status.expression,
         "decision": UsageEvent.decision.expression,
         "reason": func.coalesce(UsageEvent.deny_reason, literal("-")),
+        # Verified actor attribution (signed X-Quotagate-Actor), a tag of the event; "-" when none.
+        "actor_user": func.coalesce(UsageEvent.tags["actor.user"].as_string(), literal("-")),
+        "actor_team": func.coalesce(UsageEvent.tags["actor.team"].as_string(), literal("-")),
+        "actor_app": func.coalesce(UsageEvent.tags["actor.app"].as_string(), literal("-")),
     }
     measures = [
         func.count().label("requests"),
