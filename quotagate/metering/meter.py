@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from quotagate.gateway.config import ConfigCache
 from quotagate.gateway.ticket import Ticket
+from quotagate.governance.content import ContentSink
 from quotagate.limits.model import Counters, Settlement
 from quotagate.metering.record import NO_COST, CostBreakdown, UsageRecord, UsageSink
 from quotagate.pricing import cost_of
@@ -30,6 +31,7 @@ class MeterServices:
     counters: Counters
     sink: UsageSink
     clock: Callable[[], float] = time.time
+    content: ContentSink | None = None  # logged prompts: gets the response text (per project policy)
 
 
 class Meter:
@@ -107,6 +109,8 @@ class Meter:
             error=problem,
         )
         self._finished = record
+        if self._services.content is not None:
+            self._services.content.response(t, (result.output_text or result.error or "") if result else "")
         await self._settle(record)
         try:
             self._services.sink.record(record)
