@@ -17,6 +17,8 @@ from quotagate.errors import ConfigError
 from quotagate.gateway.check import Gatekeeper
 from quotagate.gateway.config import ConfigCache
 from quotagate.gateway.ticket import Ticket
+from quotagate.governance.alerts import AlertEvaluator
+from quotagate.governance.retention import PromptRetention
 from quotagate.limits.model import Counters
 from quotagate.metering.access_log import AccessLogSink
 from quotagate.metering.meter import Meter, MeterServices
@@ -28,6 +30,7 @@ from quotagate.store.baseline import StoreBaseline
 from quotagate.store.config_state import read_config_version
 from quotagate.store.counters_factory import open_counters
 from quotagate.store.ledger_checkpoints import Checkpointer, open_checkpointer
+from quotagate.store.prompt_log_writer import PromptLogWriter
 from quotagate.store.snapshot_loader import load_snapshot
 from quotagate.store.usage_repo import recorded_figures
 from quotagate.store.usage_writer import UsageWriter
@@ -46,6 +49,9 @@ class GatewayRuntime:
     meter_services: MeterServices
     sweeper: Sweeper
     checkpointer: Checkpointer | None = None
+    prompt_log: PromptLogWriter | None = None
+    alerts: AlertEvaluator | None = None  # None: alert_interval_s is 0
+    retention: PromptRetention | None = None  # None: prompt_log_purge_interval_s is 0
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -63,6 +69,12 @@ class GatewayRuntime:
         ]
         if self.checkpointer is not None:
             self._tasks.append(asyncio.create_task(self.checkpointer.run(), name="ledger-checkpoints"))
+        if self.prompt_log is not None:
+            self.prompt_log.start()
+        if self.alerts is not None:
+            self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
+        if self.retention is not None:
+            self._tasks.append(asyncio.create_task(self.retention.run(), name="prompt-retention"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -71,6 +83,8 @@ class GatewayRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await asyncio.to_thread(self.writer.stop)
+        if self.prompt_log is not None:
+            await asyncio.to_thread(self.prompt_log.stop)
         await self.counters.close()
         self.app.close()
 
@@ -93,6 +107,7 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
     writer = UsageWriter(db, s.home / "spool")
     # Every event is counted, logged as one JSON access line, then spooled durably.
     sink = MetricsSink(AccessLogSink(writer))
+    prompt_log = PromptLogWriter(db, lambda project_id: config.snapshot.governance.project(project_id))
     gatekeeper = Gatekeeper(
         config=config,
         hasher=app.hasher,
@@ -101,12 +116,29 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
         settings=s,
         sink=sink,
         clock=time.time,
+        content=prompt_log,
     )
-    services = MeterServices(config=config, counters=counters, sink=sink)
+    services = MeterServices(config=config, counters=counters, sink=sink, content=prompt_log)
     sweeper = Sweeper(counters=counters, find_recorded=lambda rid: recorded_figures(db, rid), sink=writer)
     try:
         checkpointer = open_checkpointer(s, db)
     except ConfigError as exc:  # e.g. PostgreSQL without a shared signing key: serve, but say so
         log.warning("periodic ledger checkpoints are off: %s", exc)
         checkpointer = None
-    return GatewayRuntime(app, config, counters, writer, gatekeeper, services, sweeper, checkpointer)
+    return GatewayRuntime(
+        app,
+        config,
+        counters,
+        writer,
+        gatekeeper,
+        services,
+        sweeper,
+        checkpointer,
+        prompt_log=prompt_log,
+        alerts=AlertEvaluator(db, s) if s.alert_interval_s > 0 else None,
+        retention=(
+            PromptRetention(db, config, interval_s=s.prompt_log_purge_interval_s)
+            if s.prompt_log_purge_interval_s > 0
+            else None
+        ),
+    )

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "quotagate.cli.upstream_cmd",
     "quotagate.cli.usage_cmd",
     "quotagate.cli.audit_cmd",
+    "quotagate.cli.alerts_cmd",
     "quotagate.cli.serve_cmd",
     "quotagate.cli.envoy_cmd",
     "quotagate.cli.db_cmd",
