@@ -305,14 +305,26 @@ def test_a_provider_that_cuts_the_stream_still_gets_the_request_charged(gw: Gate
     assert event.output_tokens >= 5
 
 
-def test_the_access_log_is_json_with_the_gateway_request_id(gw: GatewayStack) -> None:
-    raw = gw.openai().chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=PROMPT)
-    request_id = raw.headers["x-quotagate-request-id"]
-    for _ in range(100):  # Envoy flushes its access log about every second
-        lines = [orjson.loads(line) for line in gw.envoy.access_log() if line.startswith("{")]
-        mine = [line for line in lines if line["request_id"] == request_id]
-        if mine:
-            break
+def _access_line(gw: GatewayStack, request_id: str) -> dict[str, Any]:
+    for _ in range(100):  # Envoy flushes its access log file every 100 ms here
+        for line in gw.envoy.access_log():
+            if line.startswith("{") and (entry := orjson.loads(line))["request_id"] == request_id:
+                return dict(entry)
         time.sleep(0.05)
-    assert mine, "the request never reached the access log"
-    assert (mine[0]["status"], mine[0]["key"], mine[0]["org"]) == (200, "demo-key", "org-demo")
+    raise AssertionError(f"request {request_id} never reached the access log")
+
+
+def test_the_access_log_is_json_keyed_by_the_gateway_request_id(gw: GatewayStack) -> None:
+    raw = gw.openai().chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=PROMPT)
+    allowed = _access_line(gw, raw.headers["x-quotagate-request-id"])
+    assert (allowed["status"], allowed["key"], allowed["org"], allowed["deny_reason"]) == (
+        200,
+        "demo-key",
+        "org-demo",
+        None,
+    )
+    assert allowed["upstream"] == "upstream_openai_local"
+    with pytest.raises(openai.AuthenticationError) as caught:
+        gw.openai("demo-key.wrong-secret-0000000000000").chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
+    denied = _access_line(gw, caught.value.response.headers["x-quotagate-request-id"])
+    assert (denied["status"], denied["deny_reason"]) == (401, "invalid_credential")

@@ -63,6 +63,7 @@ def test_sigterm_lets_a_stream_finish_records_it_then_envoy_fails_closed(tmp_pat
                 assert caught.value.status_code == 503
                 body = caught.value.response.json()
                 assert "authorization service is unavailable" in body["error"]["message"]
+                assert body["error"]["code"] == "ext_authz_error"
 
     app = open_app(settings)  # the last usage event was written before the process exited
     try:
