@@ -11,6 +11,7 @@ from quotagate.errors import QuotagateError
 
 # Each module exposes register(subparsers) and sets `func` on its parsers; order is the help order.
 COMMAND_MODULES = (
+    "quotagate.cli.up_cmd",
     "quotagate.cli.manifest_cmd",
     "quotagate.cli.keys_cmd",
     "quotagate.cli.admin_token_cmd",

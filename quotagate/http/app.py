@@ -25,6 +25,7 @@ from quotagate.http import (
     admin_usage,
     errors,
     health,
+    metrics_endpoint,
     portal,
     sub_accounts,
 )
@@ -33,6 +34,7 @@ from quotagate.runtime import GatewayRuntime
 
 ROUTERS = (
     health.router,
+    metrics_endpoint.router,
     portal.router,
     sub_accounts.router,
     admin_me.router,
