@@ -119,7 +119,11 @@ def test_a_stream_gets_usage_injected_and_the_event_has_the_exact_cost(gw: Gatew
     usage = chunks[-1].usage
     assert usage is not None, "the gateway asks the provider for usage (stream_options.include_usage)"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert gw.fake.last_request()["body"]["stream_options"] == {"include_usage": True}
+    upstream = gw.fake.last_request()
+    assert upstream["body"]["stream_options"] == {"include_usage": True}
+    # Envoy drops the client's content-length once the body changed and frames the new one itself.
+    assert "content-length" not in upstream["headers"]
+    assert upstream["headers"]["transfer-encoding"] == "chunked"
     event = gw.usage_event(raw.headers["x-quotagate-request-id"])
     assert event.stream is True
     assert (event.input_tokens, event.output_tokens) == (usage.prompt_tokens, usage.completion_tokens)

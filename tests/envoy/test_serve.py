@@ -33,11 +33,14 @@ pytestmark = pytest.mark.envoy
 PROMPT = [{"role": "user", "content": "Count slowly."}]
 
 
-def test_sigterm_lets_a_stream_finish_records_it_then_envoy_fails_closed(tmp_path: Path) -> None:
+def test_health_then_sigterm_lets_a_stream_finish_records_it_then_envoy_fails_closed(tmp_path: Path) -> None:
     with running_fake_provider() as fake:
         settings = load_settings(home=tmp_path / "home")
         credential = prepare_home(settings, stack_manifest(fake.base_url.removeprefix("http://")), "demo-key")
         with running_serve_process(tmp_path / "home", log_path=tmp_path / "serve.log") as serve:
+            with grpc.insecure_channel(serve.grpc_address) as channel:  # health shares the port
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
             listen, admin = free_port(), free_port()
             options = RenderOptions(
                 listen=("127.0.0.1", listen), grpc_endpoints=(serve.grpc_address,), admin_port=admin
@@ -90,14 +93,3 @@ def test_serve_refuses_a_busy_address(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert f"quotagate: error: cannot listen on {first.grpc_address}" in result.stderr
-
-
-def test_health_is_served_on_the_grpc_port(tmp_path: Path) -> None:
-    settings = load_settings(home=tmp_path / "home")
-    prepare_home(settings, stack_manifest("127.0.0.1:9"), "demo-key")
-    with (
-        running_serve_process(tmp_path / "home", log_path=tmp_path / "serve.log") as serve,
-        grpc.insecure_channel(serve.grpc_address) as channel,
-    ):
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-    assert reply.status == health_pb2.HealthCheckResponse.SERVING
