@@ -61,8 +61,9 @@ def _test(args: argparse.Namespace) -> int:
         for r in receivers:
             label = f"{slugs.get(r['organization_id'], r['organization_id'])}/{r['name']}"
             url, key = resolve_ref(r["url"], os.environ), resolve_ref(r["signing_secret"], os.environ)
-            if url is None or (r["signing_secret"] and key is None):
-                failed |= _report(label, f"a variable of {r['url']} / {r['signing_secret']} is not set") != 0
+            unset = [ref[4:] for ref in (r["url"], r["signing_secret"]) if ref and resolve_ref(ref, os.environ) is None]
+            if url is None or unset:
+                failed |= _report(label, f"the variable(s) {', '.join(unset)} are not set") != 0
                 continue
             body = render(r["format"], sample_event(r["organization_id"], slugs.get(r["organization_id"]), now))
             failed |= _report(label, post(client, url, body, secret=key, delivery_id="test", now=now)) != 0

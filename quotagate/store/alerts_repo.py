@@ -263,6 +263,9 @@ def claim_delivery(session: Session, delivery_id: int, now: datetime, lease_unti
         .where(AlertDelivery.id == delivery_id)
     ).one()
     delivery, firing, rule, receiver = row
+    if receiver.status != ACTIVE:  # disabled since the firing: nothing to send it to
+        delivery.status, delivery.claimed_until, delivery.last_error = "failed", None, "receiver disabled"
+        return None
     org_slug = session.scalar(select(Organization.slug).where(Organization.id == firing.organization_id))
     event = {
         "type": "quotagate.alert",

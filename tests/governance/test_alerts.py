@@ -229,6 +229,23 @@ def test_a_second_evaluator_process_does_not_send_again(app: App) -> None:
         assert len(hook.requests) == 1
 
 
+def test_a_receiver_disabled_before_delivery_gets_nothing(app: App) -> None:
+    from quotagate.store.alerts_repo import disable_alert_object
+
+    with webhook_receiver() as hook:
+        apply_manifest(with_alerts(hook.url, thresholds=[80]))
+        spend(app, CAP)
+        ev = evaluator(app)
+        assert ev.evaluate_once() == 1
+        with app.db.transaction() as session:
+            disable_alert_object(session, "org-demo", "receiver", "hook", actor="test")
+        assert ev.deliver_due() == 0
+        with app.db.read() as session:
+            [delivery] = session.scalars(select(AlertDelivery))
+            assert (delivery.status, delivery.last_error) == ("failed", "receiver disabled")
+        assert hook.requests == []
+
+
 def test_slack_format(app: App) -> None:
     with webhook_receiver() as hook:
         apply_manifest(with_alerts(hook.url, fmt="slack", thresholds=[80]))
@@ -321,3 +338,32 @@ def test_percent_rule_ranks() -> None:
     rule = RuleView("o:r", "o", "r", AlertKind.SPEND_CAP, "key", "k", {"thresholds": [50, 80, 100]}, ())
     crossed = percent_crossed(rule, "k", [LimitFigure("q", 81, 100, "usd")], "2026-11", tokens=False)
     assert [(c.threshold, c.rank) for c in crossed] == [("50%", 50), ("80%", 80)]
+
+
+def test_admin_api_store_functions(app: App) -> None:
+    """Receivers and rules put through the store functions (what the admin API calls) fire like manifest ones
+    and survive a manifest apply (`managed_by="api"`)."""
+    from quotagate.errors import ConfigError, NotFoundError
+    from quotagate.manifest.schema import AlertReceiver as ReceiverSpec
+    from quotagate.manifest.schema import AlertRule as RuleSpec
+    from quotagate.store.alerts_repo import list_rules, put_receiver, put_rule
+
+    with webhook_receiver() as hook:
+        apply_manifest(manifest_text())
+        receiver = ReceiverSpec(name="api-hook", url=hook.url, signing_secret="env:QG_TEST_ALERT_SECRET")
+        rule = RuleSpec.model_validate(
+            {"rule_id": "api-spend", "kind": "spend_cap", "scope_type": "key", "key_id": "demo-key", "thresholds": [80]}
+        )
+        with app.db.transaction() as session:
+            put_receiver(session, "org-demo", receiver, actor="admin:test")
+            assert put_rule(session, "org-demo", rule, actor="admin:test")["managed_by"] == "api"
+        with pytest.raises(ConfigError, match="unknown receiver"), app.db.transaction() as session:
+            put_rule(session, "org-demo", rule.model_copy(update={"receivers": ["nope"]}), actor="admin:test")
+        with pytest.raises(NotFoundError, match="no key 'ghost'"), app.db.transaction() as session:
+            put_rule(session, "org-demo", rule.model_copy(update={"key_id": "ghost"}), actor="admin:test")
+        apply_manifest(manifest_text())  # the manifest does not know them: api rows stay active
+        with app.db.read() as session:
+            assert [(r["rule_id"], r["status"]) for r in list_rules(session, "org-demo")] == [("api-spend", "active")]
+        spend(app, CAP)
+        assert evaluator(app).tick() == (1, 1)
+        assert verify_signature(SECRET, hook.requests[0].body, hook.requests[0].headers["x-quotagate-signature"])
