@@ -39,7 +39,7 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
 from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
 from envoy_data_plane.google.protobuf import Any
 
-from ext_authz.envoy_config.filters import GRPC_CLUSTER
+from ext_authz.envoy_config.filters import GRPC_CLUSTER, METERING_CLUSTER
 from ext_authz.envoy_config.options import RenderOptions
 from ext_authz.envoy_config.routes import HTTP_SIDE_CLUSTER, upstream_cluster
 from quotagate.snapshot import Snapshot, UpstreamView
@@ -53,7 +53,10 @@ _GRPC_CONCURRENCY = 1_000_000
 
 
 def clusters(snapshot: Snapshot, options: RenderOptions) -> list[Cluster]:
-    found = [_grpc_cluster(options.grpc_endpoints)]
+    found = [
+        _grpc_cluster(GRPC_CLUSTER, options.grpc_endpoints),
+        _grpc_cluster(METERING_CLUSTER, options.grpc_endpoints),
+    ]
     if options.http_side is not None:
         found.append(_plain_cluster(HTTP_SIDE_CLUSTER, [_socket(*options.http_side)], http2=False))
     found += [_upstream(u, options.ca_file) for u in sorted(snapshot.upstreams.values(), key=lambda u: u.name)]
@@ -114,10 +117,10 @@ def _plain_cluster(name: str, addresses: list[Address], *, http2: bool) -> Clust
     )
 
 
-def _grpc_cluster(endpoints: tuple[str, ...]) -> Cluster:
+def _grpc_cluster(name: str, endpoints: tuple[str, ...]) -> Cluster:
     if not endpoints:
         raise ValueError("at least one gRPC endpoint is needed")
-    cluster = _plain_cluster(GRPC_CLUSTER, [endpoint_address(e) for e in endpoints], http2=True)
+    cluster = _plain_cluster(name, [endpoint_address(e) for e in endpoints], http2=True)
     # A worker that is shutting down reports NOT_SERVING and stops getting new Checks and streams.
     cluster.health_checks = [
         HealthCheck(

@@ -48,7 +48,10 @@ from envoy_data_plane.xds.type.matcher.v3 import (
 from ext_authz.envoy_config.options import RenderOptions
 from ext_authz.names import AUTHZ_NAMESPACE, REWRITE_HEADER
 
-GRPC_CLUSTER = "quotagate_grpc"
+GRPC_CLUSTER = "quotagate_grpc"  # Check and the rewrite filter
+# Metering streams get their own cluster (same workers): with one round-robin cluster, Check and the
+# metering stream of each request alternate, and every Check would land on the same worker.
+METERING_CLUSTER = "quotagate_grpc_metering"
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 REWRITE = "quotagate.rewrite"
 METERING = "quotagate.metering"
@@ -82,8 +85,8 @@ def disabled_per_route() -> dict[str, Any]:
     }
 
 
-def _grpc(timeout: timedelta | None = None) -> GrpcService:
-    return GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=GRPC_CLUSTER), timeout=timeout)
+def _grpc(timeout: timedelta | None = None, cluster: str = GRPC_CLUSTER) -> GrpcService:
+    return GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=cluster), timeout=timeout)
 
 
 def _ext_authz(options: RenderOptions) -> ExtAuthz:
@@ -103,9 +106,9 @@ def _ext_authz(options: RenderOptions) -> ExtAuthz:
     )
 
 
-def _processor(*, mode: ProcessingMode, timeout: timedelta | None, observe: bool) -> ExternalProcessor:
+def _processor(*, mode: ProcessingMode, timeout: timedelta | None, observe: bool, cluster: str) -> ExternalProcessor:
     return ExternalProcessor(
-        grpc_service=_grpc(),  # no call timeout: a metering stream lives as long as the response
+        grpc_service=_grpc(cluster=cluster),  # no call timeout: a metering stream lives as long as the response
         processing_mode=mode,
         observability_mode=observe,
         failure_mode_allow=True,  # metering and the usage rewrite never block an authorized request
@@ -124,7 +127,8 @@ def _metering() -> ExternalProcessor:
         response_body_mode=ProcessingModeBodySendMode.STREAMED,
         response_trailer_mode=_SEND,  # a response that ends with trailers ends there
     )
-    metering = _processor(mode=mode, timeout=None, observe=True)  # nothing waits, so no message timeout
+    # nothing waits, so no message timeout
+    metering = _processor(mode=mode, timeout=None, observe=True, cluster=METERING_CLUSTER)
     # Quotagate closes a metering stream itself once the response has ended. Envoy half-closes the
     # others (client gone, upstream reset) this long after the request ends, which is when the meter
     # learns it must charge what passed; 1 s instead of the default 5 s frees their reservation sooner.
@@ -141,7 +145,7 @@ def _rewrite_only_when_marked(options: RenderOptions) -> ExtensionWithMatcher:
         request_body_mode=ProcessingModeBodySendMode.BUFFERED,
         response_header_mode=_SKIP,
     )
-    rewrite = _processor(mode=mode, timeout=options.rewrite_timeout, observe=False)
+    rewrite = _processor(mode=mode, timeout=options.rewrite_timeout, observe=False, cluster=GRPC_CLUSTER)
     marked = MatcherMatcherListPredicateSinglePredicate(
         input=TypedExtensionConfig(
             name="rewrite-header",

@@ -250,6 +250,8 @@ class Gatekeeper:
             front_door=req.front_door,
             monitored=tuple(f"{m.kind.value}:{m.counter_id}" for m in decision.monitored),
             tags=base.tags,
+            remaining_requests=left_requests,
+            remaining_tokens=left_tokens,
         )
         if self._content is not None:
             self._content.request(ticket, req.body)

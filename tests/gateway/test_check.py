@@ -201,3 +201,14 @@ async def test_denied_requests_are_recorded_with_their_reason(gw: tuple[GatewayR
     with rt.app.db.read() as s:
         rows = {(e.deny_reason, e.key_id, e.status) for e in s.scalars(select(UsageEvent))}
     assert rows == {("missing_credential", None, 401), ("model_not_found", "demo-key", 404)}
+
+
+async def test_ticket_carries_the_headroom_for_the_access_log(gw: tuple[GatewayRuntime, str]) -> None:
+    rt, cred = gw
+    out = await rt.gatekeeper.check(chat_request(cred))
+    assert isinstance(out, Allow)
+    assert out.ticket.remaining_requests == 599
+    assert out.ticket.remaining_tokens is not None and out.ticket.remaining_tokens < 2_000_000
+    from quotagate.gateway.ticket import Ticket
+
+    assert Ticket.from_metadata(out.ticket.to_metadata()) == out.ticket

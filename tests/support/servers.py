@@ -34,3 +34,16 @@ def postgres_admin_url() -> str:
 
 def redis_url() -> str:
     return os.environ.get("QUOTAGATE_TEST_REDIS_URL", DEFAULT_REDIS)
+
+
+def delete_redis_prefix(url: str, prefix: str) -> None:
+    """Remove a test run's keys from the shared Redis (SCAN is fine in tests, never on the hot path)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -106,10 +106,8 @@ class ThrowawayPostgres:
         wait_port(self.port, up=False)
 
     def destroy(self) -> None:
-        try:
+        with suppress(subprocess.CalledProcessError, TimeoutError):
             self.stop()
-        except (subprocess.CalledProcessError, TimeoutError):
-            pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
