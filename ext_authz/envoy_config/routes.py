@@ -29,7 +29,7 @@ from quotagate.snapshot import Snapshot, UpstreamView
 
 HTTP_SIDE_CLUSTER = "quotagate_http"
 # Quotagate's own HTTP endpoints: the models list, the admin API, the dashboard, the API description.
-HTTP_SIDE_PATHS = r"^/(v1/models(/.*)?|api/.*|admin/.*|dashboard(/.*)?|openapi\.json)$"
+HTTP_SIDE_PATHS = r"^/(v1/models(/.*)?|v1/sub-accounts(/.*)?|api/.*|admin/.*|dashboard(/.*)?|openapi\.json)$"
 # Never sent upstream: routing marks, and accept-encoding, because metering reads usage from the
 # response body as it passes and cannot read a compressed one.
 _STRIPPED_UPSTREAM = [UPSTREAM_HEADER, REWRITE_HEADER, "accept-encoding"]

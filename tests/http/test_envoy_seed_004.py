@@ -40,7 +40,7 @@ class Stack:
     fake: FakeProvider
     served: Served
     envoy: EnvoyProcess
-    admin: httpx.Client  # straight to the HTTP API, with a global admin token
+    admin: httpx.Client  # through Envoy's listener (routed to the HTTP side), with a global admin token
 
     def sdk(self, key: str) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.envoy.url + "/v1", api_key=key, max_retries=0)
@@ -69,7 +69,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             config = render_envoy_config(snapshot, options)
             with (
                 running_envoy(config, workdir=tmp_path / "envoy", listen_port=listen, admin_port=admin_port) as envoy,
-                httpx.Client(base_url=served.url, headers=bearer(token), timeout=30) as admin,
+                httpx.Client(base_url=envoy.url, headers=bearer(token), timeout=30) as admin,
             ):
                 yield Stack(fake, served, envoy, admin)
 

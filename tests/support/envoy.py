@@ -196,14 +196,21 @@ PROVIDER_KEYS = {Provider.OPENAI: "sk-upstream-openai-test", Provider.ANTHROPIC:
 
 
 def stack_manifest(
-    upstream: str, *, example: str = "local-demo.yaml", edit: Callable[[dict[str, Any]], None] | None = None
+    upstream: str,
+    *,
+    example: str = "local-demo.yaml",
+    edit: Callable[[dict[str, Any]], None] | None = None,
+    ssl_name: str | None = None,
 ) -> str:
-    """An example manifest with every upstream at `upstream` (host:port, plain HTTP) and stored provider keys."""
+    """An example manifest with every upstream at `upstream` (host:port) and stored provider keys; plain HTTP,
+    or TLS verified against the name `ssl_name` when one is given."""
     doc = yaml.safe_load((_REPO / "examples" / example).read_text())
     gateway = doc["deployment"]["gateway"]
     for u in gateway["upstreams"]:
-        u.update(server=upstream, tls=False)
+        u.update(server=upstream, tls=ssl_name is not None)
         u.pop("ssl_name", None)
+        if ssl_name is not None:
+            u["ssl_name"] = ssl_name
     for credential in gateway["credentials"]:
         credential["api_key"] = "stored"
     if edit is not None:
@@ -380,17 +387,20 @@ def running_stack(
     example: str = "local-demo.yaml",
     edit: Callable[[dict[str, Any]], None] | None = None,
     key_id: str = "demo-key",
+    tls_name: str | None = None,
     **settings: Any,
 ) -> Iterator[GatewayStack]:
     """Fake provider (plain HTTP) + Quotagate (in-process gRPC server) + Envoy, over a fresh SQLite home.
 
     The manifest is `stack_manifest` of `example`, pointed at the fake provider, after `edit` (a function
-    changing the parsed document). `settings`: Settings overrides (the home is `workdir/home`)."""
+    changing the parsed document). `tls_name`: the fake provider serves TLS (a throwaway CA) and the
+    upstreams verify it under that name (SNI). `settings`: Settings overrides (the home is `workdir/home`)."""
     with ExitStack() as stack:
-        fake = stack.enter_context(running_fake_provider())
-        upstream = fake.base_url.removeprefix("http://")
+        fake = stack.enter_context(running_fake_provider(tls=tls_name is not None))
+        upstream = fake.base_url.split("://", 1)[1]
         config = load_settings(home=workdir / "home", config_refresh_ms=50, **settings)
-        credential = prepare_home(config, stack_manifest(upstream, example=example, edit=edit), key_id)
+        manifest = stack_manifest(upstream, example=example, edit=edit, ssl_name=tls_name)
+        credential = prepare_home(config, manifest, key_id)
         snapshot = stored_snapshot(config)
         server = _ServerThread(config)
         grpc_address = server.start()
@@ -401,6 +411,7 @@ def running_stack(
             grpc_endpoints=(grpc_address,),
             admin_port=admin,
             max_request_bytes=config.max_request_bytes,
+            **({"ca_file": str(fake.ca_file)} if tls_name is not None else {}),
         )
         envoy = stack.enter_context(
             running_envoy(
