@@ -10,8 +10,8 @@ import pytest
 from quotagate.errors import BackendUnavailable
 from quotagate.store.change_feed import RESYNC, MemoryChangeFeed, RedisChangeFeed
 from tests.limits.conftest import redis_available, unique_prefix
-from tests.limits.throwaway_redis import ThrowawayRedis, free_port
 from tests.support.servers import redis_url, unavailable
+from tests.support.throwaway import ThrowawayRedis, free_port
 
 
 async def first(feed: AsyncIterator[str], n: int = 1) -> list[str]:

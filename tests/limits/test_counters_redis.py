@@ -15,8 +15,8 @@ from quotagate.store.counters_common import RESERVATION_MARGIN_S, month_ttl_s
 from quotagate.store.counters_redis import RedisCounters
 from tests.limits.conftest import MONTH, T0, FakeBaseline, delete_prefix, redis_available, unique_prefix
 from tests.limits.test_counters_contract import ORG, request
-from tests.limits.throwaway_redis import ThrowawayRedis
 from tests.support.servers import redis_url, unavailable
+from tests.support.throwaway import ThrowawayRedis
 
 pytestmark = pytest.mark.redis
 
@@ -92,7 +92,7 @@ def test_a_prefix_that_would_break_hash_tags_or_scans_is_refused() -> None:
 
 
 async def test_unreachable_redis_raises_backend_unavailable_within_the_timeout() -> None:
-    from tests.limits.throwaway_redis import free_port
+    from tests.support.throwaway import free_port
 
     counters = RedisCounters(
         f"redis://127.0.0.1:{free_port()}/0", prefix="qgtest", timeout_ms=200, baseline=FakeBaseline()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -35,6 +36,8 @@ def wait_port(port: int, timeout: float = 20.0, up: bool = True) -> None:
 
 
 class ThrowawayRedis:
+    """A redis-server of our own (no persistence) that a test may pause, kill and restart on the same port."""
+
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -43,19 +46,47 @@ class ThrowawayRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @staticmethod
+    def binary() -> str | None:
+        return shutil.which("redis-server")
+
     def start(self) -> None:
+        binary = self.binary()
+        assert binary, "redis-server is not on PATH"
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_port(self.port)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # ready = answers PING, not merely listening
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server on port {self.port} exited with {self.proc.returncode}")
+            time.sleep(0.02)
+        raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def pause(self) -> None:
+        """SIGSTOP: a stalled Redis that still holds its connections open."""
+        assert self.proc
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc
+        os.kill(self.proc.pid, signal.SIGCONT)
 
     def kill(self) -> None:
-        if self.proc is not None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # a stopped process still dies, but is reaped cleanly
             self.proc.kill()
-            self.proc.wait()
-            self.proc = None
+            self.proc.wait(timeout=10)
+        self.proc = None
         wait_port(self.port, up=False)
 
 
