@@ -23,6 +23,7 @@ from quotagate.http import (
     admin_tenancy,
     admin_upstreams,
     admin_usage,
+    dashboard_api,
     errors,
     health,
     metrics_endpoint,
@@ -45,6 +46,7 @@ ROUTERS = (
     admin_usage.router,
     admin_upstreams.router,
     admin_manifest.router,
+    dashboard_api.router,
 )
 
 

@@ -93,7 +93,7 @@ class ModelList(BaseModel):
     data: list[Model]
 
 
-def _check(q: QuotaView) -> LimitCheck:
+def limit_check(q: QuotaView) -> LimitCheck:
     return LimitCheck(
         counter_id=counter_id(q),
         enforce=q.enforce,
@@ -119,7 +119,7 @@ def _remaining(limit: int | None, used: int) -> int | None:
     return None if limit is None else max(limit - used, 0)
 
 
-def _limit(snapshot: Snapshot, q: QuotaView, s: CounterState) -> Limit:
+def limit_view(snapshot: Snapshot, q: QuotaView, s: CounterState) -> Limit:
     spend = q.monthly_spend_nanos
     return Limit(
         scope_type=q.scope_type,
@@ -139,7 +139,7 @@ def _limit(snapshot: Snapshot, q: QuotaView, s: CounterState) -> Limit:
     )
 
 
-def _currency(snapshot: Snapshot, quotas: tuple[QuotaView, ...]) -> str:
+def currency_of(snapshot: Snapshot, quotas: tuple[QuotaView, ...]) -> str:
     units = {q.unit for q in quotas if q.unit} or {p.unit for p in snapshot.prices.values()}
     return units.pop() if len(units) == 1 else "usd"
 
@@ -151,13 +151,13 @@ async def balance(ctx: Ctx, identity: Gateway) -> Balance:
     now = time.time()
     month = ctx.month(now)
     org_id = identity.org.id
-    quotas = tuple(q for q in quotas_for(snapshot, identity) if _check_has_limits(q))
-    checks = tuple(_check(q) for q in quotas)
+    quotas = tuple(q for q in quotas_for(snapshot, identity) if has_limits(q))
+    checks = tuple(limit_check(q) for q in quotas)
     try:
         states = await ctx.runtime.counters.state(org_id, checks, now, month) if checks else []
     except BackendUnavailable as exc:
         raise ApiError(503, "limits_unavailable", "Limits cannot be read right now; try again shortly.") from exc
-    limits = [_limit(snapshot, q, s) for q, s in zip(quotas, states, strict=True)]
+    limits = [limit_view(snapshot, q, s) for q, s in zip(quotas, states, strict=True)]
     live = {credit_id(q): s.credit_balance_nanos for q, s in zip(quotas, states, strict=True) if q.prepaid}
     credits = await _credits(ctx, identity, month, live)
     month_start = datetime.strptime(month, "%Y-%m").replace(tzinfo=ctx.zone)
@@ -176,7 +176,7 @@ async def balance(ctx: Ctx, identity: Gateway) -> Balance:
         project=identity.project.slug,
         client=identity.client.name,
         client_type=identity.client.client_type,
-        currency=_currency(snapshot, quotas),
+        currency=currency_of(snapshot, quotas),
         period=month,
         balance=money(min(headroom)) if headroom else None,
         spend_this_period=Money(nanos=spent, amount=amount(spent)),
@@ -185,7 +185,7 @@ async def balance(ctx: Ctx, identity: Gateway) -> Balance:
     )
 
 
-def _check_has_limits(q: QuotaView) -> bool:
+def has_limits(q: QuotaView) -> bool:
     return bool(q.rpm_limit or q.tpm_limit or q.monthly_spend_nanos is not None or q.prepaid)
 
 
