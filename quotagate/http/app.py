@@ -23,6 +23,7 @@ from quotagate.http import (
     admin_tenancy,
     admin_upstreams,
     admin_usage,
+    dashboard,
     dashboard_api,
     errors,
     health,
@@ -47,6 +48,7 @@ ROUTERS = (
     admin_upstreams.router,
     admin_manifest.router,
     dashboard_api.router,
+    dashboard.router,
 )
 
 
