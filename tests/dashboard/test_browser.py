@@ -11,11 +11,9 @@ from __future__ import annotations
 import os
 import random
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,28 +22,15 @@ from sqlalchemy import update
 
 from quotagate.gateway.outcome import Allow, Outcome
 from quotagate.settings import load_settings
+from quotagate.store.admin_tokens_repo import issue_admin_token
 from quotagate.store.tables import UsageEvent
+from tests.dashboard.browser import launched, new_page, prerequisites, shot, sign_in
 from tests.http.conftest import OTHER_ORG, admin_token, apply, bearer, call_gateway, denial, stored
 from tests.http.threaded import Served, serving_in_thread
 from tests.support.gateway import edit_manifest, issue_key, manifest_text
-from tests.support.servers import unavailable
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("QUOTAGATE_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "dashboard"
-DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
-DOC_VIEWS = ("overview-admin", "overview-key", "keys", "sub-accounts", "sub-account")
 LAPTOP = {"width": 1366, "height": 768}
 # gpt-4o-mini: $0.60 per 1M output tokens, so 20,000 reserved output tokens cost 1.2 cents (over a 1-cent cap).
 BIG = 20_000
@@ -95,15 +80,6 @@ class Gateway:
 
     def api(self, method: str, path: str, body: Any = None) -> httpx.Response:
         return httpx.request(method, self.url + path, json=body, headers=bearer(self.org_admin), timeout=30)
-
-
-def _prerequisites() -> None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError as exc:
-        unavailable("Playwright (pip package `playwright`)", "the virtualenv", exc)
-    if not Path(CHROMIUM).exists():
-        unavailable("Chromium", CHROMIUM, FileNotFoundError("run scripts/test-prereqs"))
 
 
 def _seed(gw: Gateway) -> None:
@@ -158,7 +134,7 @@ def provider_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    _prerequisites()
+    prerequisites()
     home = tmp_path_factory.mktemp("dashboard") / "qghome"
     with pytest.MonkeyPatch.context() as mp:
         for name in list(os.environ):
@@ -183,42 +159,14 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 @pytest.fixture(scope="module")
 def browser(gateway: Gateway) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launched() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="en-US", timezone_id="UTC")
-    context.grant_permissions(["clipboard-read", "clipboard-write"])
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    yield page
-    context.close()
-    # A refused credential is logged by Chromium as a failed fetch (401); anything else is a bug of the page.
-    assert [e for e in errors if "401" not in e and "403" not in e] == []
-
-
-def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(300)  # let a redraw after the last poll settle
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-    # QUOTAGATE_TEST_UPDATE_SCREENSHOTS=1 refreshes the README's pictures (one per view) from this run.
-    if os.environ.get("QUOTAGATE_TEST_UPDATE_SCREENSHOTS") == "1" and name in DOC_VIEWS:
-        shutil.copy(ARTIFACTS / f"{name}.png", DOCS_IMG / f"dashboard-{name}.png")
-
-
-def sign_in(page: Any, url: str, credential: str) -> None:
-    page.goto(url + "/dashboard")
-    page.fill("#token", credential)
-    page.click("button[type=submit]")
+    with new_page(browser) as page:
+        yield page
 
 
 def kpi_value(page: Any, label: str, part: str = "value") -> Any:
@@ -324,21 +272,32 @@ def test_sign_in_errors_and_empty_states_read_well(gateway: Gateway, page: Any) 
     sign_in(page, gateway.url, "qga-0000000000000000.not-a-secret")
     page.wait_for_selector(".form-error:has-text('neither a valid admin token nor a valid gateway key')")
     shot(page, "login-error")
-    page.fill("#token", admin_token_for("other", gateway))
+    suspended = gateway.api("POST", "/admin/keys/research-key/suspend")
+    assert suspended.status_code == 200, suspended.text
+    page.fill("#token", gateway.keys["research-key"])
     page.click("button[type=submit]")
+    page.wait_for_selector(".form-error:has-text('key suspended')")
+    assert gateway.api("POST", "/admin/keys/research-key/resume").status_code == 200
+
+    # A global admin picks the organization; one without traffic reads as empty, not broken.
+    page.fill("#token", global_admin_token(gateway))
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Demo Org')")
+    assert "global admin" in page.locator(".who").inner_text()
+    page.select_option("#org-picker select", "org-other")
+    page.wait_for_selector("h1:has-text('Other Org')")
     page.wait_for_selector("text=No requests in the last 24 hours.")
     assert page.locator("text=No spend caps are set.").count() == 1
     assert page.locator("text=Nothing blocked.").count() == 1
+    page.wait_for_selector("text=No requests yet.")
     shot(page, "overview-empty")
 
 
-def admin_token_for(organization: str, gateway: Gateway) -> str:
+def global_admin_token(gateway: Gateway) -> str:
     assert gateway.served.runtime is not None
-    from quotagate.store.admin_tokens_repo import issue_admin_token
-
     app = gateway.served.runtime.app
     with app.db.transaction(immediate=True) as session:
-        _, credential = issue_admin_token(session, app.hasher, organization=organization, name="viewer", actor="test")
+        _, credential = issue_admin_token(session, app.hasher, organization=None, name="operator", actor="test")
     return str(credential)
 
 
