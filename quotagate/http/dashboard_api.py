@@ -157,14 +157,14 @@ def _request_cursor(cursor: str | None) -> RequestCursor | None:
         return None
     when, _, request_id = text.partition("|")
     try:
-        return datetime.fromisoformat(when), request_id
+        started = datetime.fromisoformat(when)
     except ValueError:
-        raise ApiError(
-            422,
-            "validation_failed",
-            "The request is invalid.",
-            details=[Problem(path="query.cursor", message="invalid cursor")],
-        ) from None
+        started = None
+    # Only a cursor this API wrote is valid: a time with its zone (the column holds UTC) and a request id.
+    if started is None or started.tzinfo is None or not request_id:
+        problem = Problem(path="query.cursor", message="invalid cursor")
+        raise ApiError(422, "validation_failed", "The request is invalid.", details=[problem])
+    return started, request_id
 
 
 # Builds the caller's scope inside the read session (an organization filter is looked up there).

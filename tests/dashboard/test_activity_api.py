@@ -8,6 +8,7 @@ from typing import Any
 
 from quotagate.app import open_app
 from quotagate.gateway.outcome import Allow
+from quotagate.http.paging import encode
 from quotagate.store.tables import UsageEvent
 from tests.http.conftest import Api, admin_token, bearer, call_gateway, denial, issue_key_credential, stored
 
@@ -169,6 +170,8 @@ async def test_bad_windows_and_cursors_are_422(api: Api) -> None:
         ("/admin/activity/summary", {"window": "soon"}),
         ("/admin/activity/requests", {"cursor": "bm90LWpzb24"}),
         ("/admin/activity/requests", {"cursor": "Im5vdCBhIHRpbWV8eCI"}),
+        ("/admin/activity/requests", {"cursor": encode("2026-11-22T10:00:00|some-request")}),  # no zone
+        ("/admin/activity/requests", {"cursor": encode("2026-11-22T10:00:00+00:00")}),  # no request id
         ("/admin/activity/requests", {"decision": "maybe"}),
     ]
     for path, params in cases:
