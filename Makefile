@@ -24,6 +24,7 @@ run: $(STAMP) ## install, then start Envoy + Quotagate on the embedded default w
 	$(BIN)/quotagate up --demo
 
 test: $(STAMP) ## install, then run the whole test suite (what .ci/run and CI run)
+	scripts/test-prereqs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
