@@ -58,7 +58,12 @@ function h(tag, props, ...children) {
 const $ = (id) => document.getElementById(id);
 
 function card(title, body, { extra, className = "" } = {}) {
-  return h("section", { class: `card ${className}` }, h("header", { class: "card-head" }, h("h2", {}, title), extra), body);
+  return h(
+    "section",
+    { class: `card ${className}` },
+    h("header", { class: "card-head" }, h("h2", {}, title), extra),
+    body,
+  );
 }
 
 function empty(text, hint) {
@@ -100,7 +105,13 @@ function modal(title, body, actions) {
   const overlay = h(
     "div",
     { class: "overlay", onclick: (e) => e.target === overlay && close() },
-    h("div", { class: "modal", role: "dialog", "aria-modal": "true", "aria-label": title }, h("h2", {}, title), body, h("div", { class: "modal-actions" }, actions(close))),
+    h(
+      "div",
+      { class: "modal", role: "dialog", "aria-modal": "true", "aria-label": title },
+      h("h2", {}, title),
+      body,
+      h("div", { class: "modal-actions" }, actions(close)),
+    ),
   );
   overlay.addEventListener("keydown", (e) => e.key === "Escape" && close());
   document.body.appendChild(overlay);
@@ -134,7 +145,13 @@ function confirmDialog(title, text, action, run) {
 
 // The one time a secret is shown: with a copy button, gone from the page when the dialog closes.
 function showSecret(title, credential, what) {
-  const field = h("input", { class: "secret", readonly: true, value: credential, "aria-label": "secret", spellcheck: "false" });
+  const field = h("input", {
+    class: "secret",
+    readonly: true,
+    value: credential,
+    "aria-label": "secret",
+    spellcheck: "false",
+  });
   const copy = h(
     "button",
     {
@@ -181,13 +198,22 @@ async function api(path, { method = "GET", body, params, token = state.token } =
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
-    response = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store" });
+    response = await fetch(url, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+    });
   } catch {
     throw new ApiError(0, "the gateway did not answer (is it running, and is this the right address?)", "network");
   }
   const data = await response.json().catch(() => null);
   if (!response.ok) {
-    const error = new ApiError(response.status, data?.error?.message || `${response.status} ${response.statusText}`, data?.error?.code);
+    const error = new ApiError(
+      response.status,
+      data?.error?.message || `${response.status} ${response.statusText}`,
+      data?.error?.code,
+    );
     if (response.status === 401 && token === state.token && state.kind) signOut(`Signed out: ${error.message}`);
     throw error;
   }
@@ -236,7 +262,8 @@ async function signIn(token, preferredOrg) {
       key = await api("/api/balance", { token });
     } catch (error) {
       if (error.status === 401 || error.status === 403) {
-        const message = error.status === 403 ? error.message : "This is neither a valid admin token nor a valid gateway key.";
+        const message =
+          error.status === 403 ? error.message : "This is neither a valid admin token nor a valid gateway key.";
         throw new ApiError(error.status, message, error.code || refusal?.code);
       }
       throw error;
@@ -255,7 +282,10 @@ async function loadOrganizations(preferred) {
   } else {
     state.orgs = await allPages("/admin/organizations", {});
   }
-  const pick = state.orgs.find((o) => o.organization_id === preferred) || state.orgs.find((o) => o.status === "active") || state.orgs[0];
+  const pick =
+    state.orgs.find((o) => o.organization_id === preferred) ||
+    state.orgs.find((o) => o.status === "active") ||
+    state.orgs[0];
   state.org = pick ? { id: pick.organization_id, slug: pick.organization_slug, name: pick.organization_name } : null;
 }
 
@@ -310,7 +340,13 @@ function chrome() {
   const links = [["overview", "Overview"]];
   if (state.kind === "admin") links.push(["keys", "Keys"], ["sub-accounts", "Sub-accounts"]);
   $("nav").replaceChildren(
-    ...links.map(([path, label]) => h("a", { href: `#/${path}`, class: route === path ? "active" : "", "aria-current": route === path ? "page" : null }, label)),
+    ...links.map(([path, label]) =>
+      h(
+        "a",
+        { href: `#/${path}`, class: route === path ? "active" : "", "aria-current": route === path ? "page" : null },
+        label,
+      ),
+    ),
   );
   const picker = $("org-picker");
   picker.replaceChildren();
@@ -327,7 +363,9 @@ function chrome() {
           else route_();
         },
       },
-      state.orgs.map((o) => h("option", { value: o.organization_id, selected: o.organization_id === state.org?.id }, o.organization_name)),
+      state.orgs.map((o) =>
+        h("option", { value: o.organization_id, selected: o.organization_id === state.org?.id }, o.organization_name),
+      ),
     );
     picker.append(select);
   }
@@ -351,7 +389,12 @@ function route_() {
 }
 
 function pageHead(title, sub, ...tools) {
-  return h("div", { class: "page-head" }, h("div", {}, h("h1", {}, title), sub ? h("p", { class: "sub" }, sub) : null), h("div", { class: "tools" }, tools));
+  return h(
+    "div",
+    { class: "page-head" },
+    h("div", {}, h("h1", {}, title), sub ? h("p", { class: "sub" }, sub) : null),
+    h("div", { class: "tools" }, tools),
+  );
 }
 
 function windowControls(onChange) {
@@ -361,7 +404,17 @@ function windowControls(onChange) {
       "div",
       { class: "segmented", role: "group" },
       items.map(([value, label, disabled]) =>
-        h("button", { type: "button", class: value === current ? "on" : "", "aria-pressed": String(value === current), disabled, onclick: () => set(value) }, label),
+        h(
+          "button",
+          {
+            type: "button",
+            class: value === current ? "on" : "",
+            "aria-pressed": String(value === current),
+            disabled,
+            onclick: () => set(value),
+          },
+          label,
+        ),
       ),
     );
   return [
@@ -391,7 +444,13 @@ const windowLabel = () => `last ${WINDOWS.find(([w]) => w === state.window)[1]}`
 // ---------------------------------------------------------------- panels shared by the views
 
 function kpi(label, value, sub, tone) {
-  return h("div", { class: `kpi ${tone || ""}` }, h("div", { class: "kpi-label" }, label), h("div", { class: "kpi-value" }, value), h("div", { class: "kpi-sub" }, sub));
+  return h(
+    "div",
+    { class: `kpi ${tone || ""}` },
+    h("div", { class: "kpi-label" }, label),
+    h("div", { class: "kpi-value" }, value),
+    h("div", { class: "kpi-sub" }, sub),
+  );
 }
 
 function kpis(totals, extra = []) {
@@ -399,8 +458,17 @@ function kpis(totals, extra = []) {
     "div",
     { class: "kpis" },
     kpi("Spend", fmt.money(totals.cost), windowLabel()),
-    kpi("Requests", fmt.count(totals.requests), totals.denied ? `${fmt.count(totals.denied)} blocked` : "none blocked", totals.denied ? "alert" : ""),
-    kpi("Tokens", fmt.count(totals.input_tokens + totals.output_tokens), `${fmt.count(totals.input_tokens)} in · ${fmt.count(totals.output_tokens)} out`),
+    kpi(
+      "Requests",
+      fmt.count(totals.requests),
+      totals.denied ? `${fmt.count(totals.denied)} blocked` : "none blocked",
+      totals.denied ? "alert" : "",
+    ),
+    kpi(
+      "Tokens",
+      fmt.count(totals.input_tokens + totals.output_tokens),
+      `${fmt.count(totals.input_tokens)} in · ${fmt.count(totals.output_tokens)} out`,
+    ),
     kpi("Avg latency", fmt.latency(totals.avg_latency_ms), "admitted requests"),
     extra,
   );
@@ -423,7 +491,13 @@ const METRICS = {
     ],
     format: fmt.count,
   },
-  cost: { label: "Spend", kind: "area", series: [{ key: "cost", label: "Spend", className: "s0" }], format: fmt.money, axis: fmt.moneyShort },
+  cost: {
+    label: "Spend",
+    kind: "area",
+    series: [{ key: "cost", label: "Spend", className: "s0" }],
+    format: fmt.money,
+    axis: fmt.moneyShort,
+  },
 };
 
 function seriesCard(series) {
@@ -433,7 +507,12 @@ function seriesCard(series) {
     const anything = series.points.some((p) => p.requests || p.denied);
     legend.hidden = !anything;
     if (!anything) {
-      body.replaceChildren(empty(`No requests in the ${windowLabel()}.`, "Requests sent with a gateway key show up here within a few seconds."));
+      body.replaceChildren(
+        empty(
+          `No requests in the ${windowLabel()}.`,
+          "Requests sent with a gateway key show up here within a few seconds.",
+        ),
+      );
       return;
     }
     timeSeries(body, series.points, m.series, {
@@ -471,15 +550,22 @@ function seriesCard(series) {
   );
   const legend = h("div", { class: "series-legend" });
   const drawLegend = () =>
-    legend.replaceChildren(...METRICS[state.metric].series.map((s) => h("span", {}, h("span", { class: `swatch ${s.className}` }), s.label)));
-  const node = card(`Activity per ${series.bucket === "day" ? "day (UTC)" : "hour"}`, h("div", {}, body, legend), { extra: tabs, className: "wide" });
+    legend.replaceChildren(
+      ...METRICS[state.metric].series.map((s) => h("span", {}, h("span", { class: `swatch ${s.className}` }), s.label)),
+    );
+  const node = card(`Activity per ${series.bucket === "day" ? "day (UTC)" : "hour"}`, h("div", {}, body, legend), {
+    extra: tabs,
+    className: "wide",
+  });
   queueMicrotask(draw);
   drawLegend();
   return node;
 }
 
 function scopeLabel(limit) {
-  const kind = { organization: "Organization", project: "Project", client: "Client", key: "Key" }[limit.scope_type] || limit.scope_type;
+  const kind =
+    { organization: "Organization", project: "Project", client: "Client", key: "Key" }[limit.scope_type] ||
+    limit.scope_type;
   return `${kind} · ${limit.scope_name}`;
 }
 
@@ -487,11 +573,15 @@ function capsCard(limits, { title = "Spend this month against caps", max = 8, cl
   const caps = limits.filter((l) => l.spend_limit);
   const body = h("div", { class: "gauges" });
   if (!caps.length) {
-    body.append(empty("No spend caps are set.", "Set monthly spend limits on quotas in the manifest or with the admin API."));
+    body.append(
+      empty("No spend caps are set.", "Set monthly spend limits on quotas in the manifest or with the admin API."),
+    );
   } else {
     const used = (l) => Number(l.spent_this_period.amount) / Math.max(Number(l.spend_limit.amount), 1e-12);
     // The organization's own cap first, then the closest to their limit.
-    const ordered = [...caps].sort((a, b) => (b.scope_type === "organization") - (a.scope_type === "organization") || used(b) - used(a));
+    const ordered = [...caps].sort(
+      (a, b) => (b.scope_type === "organization") - (a.scope_type === "organization") || used(b) - used(a),
+    );
     for (const l of ordered.slice(0, max)) {
       const box = h("div", { class: "gauge-box" });
       const notes = [];
@@ -514,7 +604,13 @@ function capsCard(limits, { title = "Spend this month against caps", max = 8, cl
 function spendRows(rows, label, extra = () => ({})) {
   return rows
     .filter((r) => r.requests > 0)
-    .map((r) => ({ label: label(r), value: Number(r.cost), display: fmt.money(r.cost), sub: fmt.requests(r.requests), ...extra(r) }));
+    .map((r) => ({
+      label: label(r),
+      value: Number(r.cost),
+      display: fmt.money(r.cost),
+      sub: fmt.requests(r.requests),
+      ...extra(r),
+    }));
 }
 
 function modelsCard(summary) {
@@ -527,9 +623,20 @@ function modelsCard(summary) {
 
 function blockedCard(summary, className = "") {
   const body = h("div", {});
-  const rows = summary.blocked_by_reason.map((r) => ({ label: fmt.reason(r.id), value: r.denied, display: fmt.count(r.denied), className: "sd" }));
+  const rows = summary.blocked_by_reason.map((r) => ({
+    label: fmt.reason(r.id),
+    value: r.denied,
+    display: fmt.count(r.denied),
+    className: "sd",
+  }));
   if (rows.length) bars(body, rows);
-  else body.append(empty("Nothing blocked.", "Refused requests (rate limits, caps, unknown models, bad keys) are counted here by reason."));
+  else
+    body.append(
+      empty(
+        "Nothing blocked.",
+        "Refused requests (rate limits, caps, unknown models, bad keys) are counted here by reason.",
+      ),
+    );
   return card("Blocked requests by reason", body, { className });
 }
 
@@ -540,14 +647,22 @@ function statusCell(r) {
 
 function requestsCard(title = "Recent requests") {
   const body = h("div", { class: "table-wrap" });
-  const node = card(title, body, { extra: h("span", { class: "hint" }, "newest first · updates live"), className: "wide" });
+  const node = card(title, body, {
+    extra: h("span", { class: "hint" }, "newest first · updates live"),
+    className: "wide",
+  });
   let seen = null;
   let newest;
   node.update = (rows) => {
     const changed = rows[0]?.request_id !== newest;
     newest = rows[0]?.request_id;
     if (!rows.length) {
-      body.replaceChildren(empty("No requests yet.", "Each request through the gateway — admitted or blocked — appears here within a few seconds."));
+      body.replaceChildren(
+        empty(
+          "No requests yet.",
+          "Each request through the gateway — admitted or blocked — appears here within a few seconds.",
+        ),
+      );
       seen = new Set();
       return changed;
     }
@@ -555,7 +670,22 @@ function requestsCard(title = "Recent requests") {
     const table = h(
       "table",
       { class: "requests" },
-      h("thead", {}, h("tr", {}, h("th", {}, "Time"), h("th", {}, "Key"), admin ? h("th", {}, "Client") : null, h("th", {}, "Model"), h("th", { class: "num" }, "Tokens in → out"), h("th", { class: "num" }, "Cost"), h("th", { class: "num" }, "Latency"), h("th", {}, "Status"))),
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          h("th", {}, "Time"),
+          h("th", {}, "Key"),
+          admin ? h("th", {}, "Client") : null,
+          h("th", {}, "Model"),
+          h("th", { class: "num" }, "Tokens in → out"),
+          h("th", { class: "num" }, "Cost"),
+          h("th", { class: "num" }, "Latency"),
+          h("th", {}, "Status"),
+        ),
+      ),
       h(
         "tbody",
         {},
@@ -567,7 +697,11 @@ function requestsCard(title = "Recent requests") {
             h("td", { class: "mono" }, r.key_id || "—"),
             admin ? h("td", {}, r.client_name || "—") : null,
             h("td", {}, r.model || "—", r.stream ? h("span", { class: "tag" }, "stream") : null),
-            h("td", { class: "num" }, r.decision === "denied" ? "—" : `${fmt.count(r.input_tokens)} → ${fmt.count(r.output_tokens)}`),
+            h(
+              "td",
+              { class: "num" },
+              r.decision === "denied" ? "—" : `${fmt.count(r.input_tokens)} → ${fmt.count(r.output_tokens)}`,
+            ),
             h("td", { class: "num" }, r.decision === "denied" ? "—" : fmt.money(r.cost)),
             h("td", { class: "num" }, r.decision === "denied" ? "—" : fmt.latency(r.latency_ms)),
             h("td", {}, statusCell(r)),
@@ -604,11 +738,18 @@ async function overviewView() {
   loading(view);
   const isAdmin = state.kind === "admin";
   if (isAdmin && !state.org) {
-    view.replaceChildren(empty("No organizations yet.", "Apply a manifest (quotagate manifest apply) or create one with POST /admin/organizations."));
+    view.replaceChildren(
+      empty(
+        "No organizations yet.",
+        "Apply a manifest (quotagate manifest apply) or create one with POST /admin/organizations.",
+      ),
+    );
     return;
   }
   const title = isAdmin ? state.org.name : `Key ${state.key.key_id}`;
-  const sub = isAdmin ? `Organization ${state.org.slug}` : `${state.key.client} · project ${state.key.project} · ${state.key.organization}`;
+  const sub = isAdmin
+    ? `Organization ${state.org.slug}`
+    : `${state.key.client} · project ${state.key.project} · ${state.key.organization}`;
   const figures = h("div", { class: "grid" });
   const requests = requestsCard();
   const load = async () => {
@@ -622,7 +763,15 @@ async function overviewView() {
     fmt.setCurrency(balance.currency);
     figures.replaceChildren(...overviewPanels(summary, series, balance));
   };
-  view.replaceChildren(pageHead(title, sub, windowControls(() => route_())), figures, h("div", { class: "grid" }, requests));
+  view.replaceChildren(
+    pageHead(
+      title,
+      sub,
+      windowControls(() => route_()),
+    ),
+    figures,
+    h("div", { class: "grid" }, requests),
+  );
   try {
     await load();
   } catch (error) {
@@ -646,7 +795,10 @@ function balanceKpi(balance) {
 
 function overviewPanels(summary, series, balance) {
   const panels = [
-    kpis(summary.totals, [kpi("This month", fmt.money(balance.spend_this_period.amount), `spend in ${balance.period}`), balanceKpi(balance)]),
+    kpis(summary.totals, [
+      kpi("This month", fmt.money(balance.spend_this_period.amount), `spend in ${balance.period}`),
+      balanceKpi(balance),
+    ]),
     capsCard(balance.limits),
     seriesCard(series),
     modelsCard(summary),
@@ -666,7 +818,14 @@ function overviewPanels(summary, series, balance) {
     const clients = spendRows(
       summary.by_client,
       (r) => r.name || r.id,
-      (r) => (r.client_type === "sub_account" ? { sub: `sub-account · ${fmt.requests(r.requests)}`, href: `#/sub-accounts/${encodeURIComponent(r.id)}`, className: "s1" } : {}),
+      (r) =>
+        r.client_type === "sub_account"
+          ? {
+              sub: `sub-account · ${fmt.requests(r.requests)}`,
+              href: `#/sub-accounts/${encodeURIComponent(r.id)}`,
+              className: "s1",
+            }
+          : {},
     );
     if (clients.length) bars(clientBody, clients);
     else clientBody.append(empty("No spend yet."));
@@ -687,7 +846,20 @@ function topSpendersCard(summary) {
         h(
           "table",
           {},
-          h("thead", {}, h("tr", {}, h("th", {}, "Key"), h("th", {}, "Client"), h("th", { class: "num" }, "Requests"), h("th", { class: "num" }, "Tokens"), h("th", { class: "num" }, "Spend"), h("th", { class: "num" }, "Share"))),
+          h(
+            "thead",
+            {},
+            h(
+              "tr",
+              {},
+              h("th", {}, "Key"),
+              h("th", {}, "Client"),
+              h("th", { class: "num" }, "Requests"),
+              h("th", { class: "num" }, "Tokens"),
+              h("th", { class: "num" }, "Spend"),
+              h("th", { class: "num" }, "Share"),
+            ),
+          ),
           h(
             "tbody",
             {},
@@ -716,15 +888,26 @@ async function keysView() {
   const view = $("view");
   const mine = generation;
   const table = h("div", { class: "table-wrap" }, h("div", { class: "loading" }, "Loading…"));
-  const newKey = h("button", { class: "button primary", type: "button", onclick: () => newKeyDialog(() => load()) }, "New key");
-  view.replaceChildren(pageHead("Gateway keys", `Organization ${state.org?.slug ?? "—"} · last used and spend update live`, newKey), h("div", { class: "grid" }, card("Keys", table, { className: "wide" })));
+  const newKey = h(
+    "button",
+    { class: "button primary", type: "button", onclick: () => newKeyDialog(() => load()) },
+    "New key",
+  );
+  view.replaceChildren(
+    pageHead("Gateway keys", `Organization ${state.org?.slug ?? "—"} · last used and spend update live`, newKey),
+    h("div", { class: "grid" }, card("Keys", table, { className: "wide" })),
+  );
   let shown;
   const load = async () => {
     const keys = await allPages("/admin/activity/keys", orgParams());
     // Redraw only on a change, so a poll never swaps a button away under the pointer.
     if (mine !== generation || JSON.stringify(keys) === shown) return;
     shown = JSON.stringify(keys);
-    table.replaceChildren(keys.length ? keysTable(keys, load) : empty("No gateway keys yet.", "Create one with “New key”, or declare keys in the manifest."));
+    table.replaceChildren(
+      keys.length
+        ? keysTable(keys, load)
+        : empty("No gateway keys yet.", "Create one with “New key”, or declare keys in the manifest."),
+    );
   };
   try {
     await load();
@@ -795,11 +978,16 @@ function keysTable(keys, reload) {
           class: "button small danger-ghost",
           type: "button",
           onclick: () =>
-            confirmDialog(`Revoke ${k.key_id}?`, "Requests with this key are refused at once, in every gateway process within a second. Revocation cannot be undone; its usage history stays.", "Revoke key", async () => {
-              await api(`/admin/keys/${id}/revoke`, { method: "POST" });
-              toast(`Key ${k.key_id} revoked.`);
-              await reload();
-            }),
+            confirmDialog(
+              `Revoke ${k.key_id}?`,
+              "Requests with this key are refused at once, in every gateway process within a second. Revocation cannot be undone; its usage history stays.",
+              "Revoke key",
+              async () => {
+                await api(`/admin/keys/${id}/revoke`, { method: "POST" });
+                toast(`Key ${k.key_id} revoked.`);
+                await reload();
+              },
+            ),
         },
         "Revoke",
       ),
@@ -809,7 +997,22 @@ function keysTable(keys, reload) {
   return h(
     "table",
     { class: "keys" },
-    h("thead", {}, h("tr", {}, h("th", {}, "Key"), h("th", {}, "Client"), h("th", {}, "Status"), h("th", {}, "Last used"), h("th", { class: "num" }, "Requests this month"), h("th", { class: "num" }, "Spend this month"), h("th", {}, "Expires"), h("th", {}, ""))),
+    h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        h("th", {}, "Key"),
+        h("th", {}, "Client"),
+        h("th", {}, "Status"),
+        h("th", {}, "Last used"),
+        h("th", { class: "num" }, "Requests this month"),
+        h("th", { class: "num" }, "Spend this month"),
+        h("th", {}, "Expires"),
+        h("th", {}, ""),
+      ),
+    ),
     h(
       "tbody",
       {},
@@ -817,7 +1020,12 @@ function keysTable(keys, reload) {
         h(
           "tr",
           { "data-key-id": k.key_id },
-          h("td", { class: "mono" }, k.key_id, k.managed_by === "manifest" ? h("span", { class: "tag" }, "manifest") : null),
+          h(
+            "td",
+            { class: "mono" },
+            k.key_id,
+            k.managed_by === "manifest" ? h("span", { class: "tag" }, "manifest") : null,
+          ),
           h("td", {}, k.client_name || k.client_id, h("span", { class: "muted" }, ` · ${k.project || k.project_id}`)),
           h("td", {}, statusBadge(k.status), k.issued ? null : badge("no secret", "muted")),
           h("td", { title: k.last_used_at || "" }, fmt.ago(k.last_used_at)),
@@ -843,8 +1051,17 @@ async function newKeyDialog(reload) {
     toast("This organization has no active client to issue a key for.", "danger");
     return;
   }
-  const client = h("select", { id: "new-key-client", required: true }, clients.map((c) => h("option", { value: c.client_id }, `${c.client_name} (${c.client_id})`)));
-  const keyId = h("input", { id: "new-key-id", placeholder: "generated when empty", pattern: "[A-Za-z0-9._\\-]+", maxlength: "64" });
+  const client = h(
+    "select",
+    { id: "new-key-client", required: true },
+    clients.map((c) => h("option", { value: c.client_id }, `${c.client_name} (${c.client_id})`)),
+  );
+  const keyId = h("input", {
+    id: "new-key-id",
+    placeholder: "generated when empty",
+    pattern: "[A-Za-z0-9._\\-]+",
+    maxlength: "64",
+  });
   const expires = h("input", { id: "new-key-expires", type: "date" });
   const error = h("p", { class: "form-error", role: "alert" });
   const form = h(
@@ -871,7 +1088,10 @@ async function newKeyDialog(reload) {
       }
     };
     form.addEventListener("submit", submit);
-    return [h("button", { class: "button ghost", type: "button", onclick: close }, "Cancel"), h("button", { class: "button primary", type: "button", onclick: submit }, "Create key")];
+    return [
+      h("button", { class: "button ghost", type: "button", onclick: close }, "Cancel"),
+      h("button", { class: "button primary", type: "button", onclick: submit }, "Create key"),
+    ];
   });
 }
 
@@ -881,17 +1101,33 @@ async function subAccountsView() {
   const view = $("view");
   const mine = generation;
   const body = h("div", { class: "table-wrap" }, h("div", { class: "loading" }, "Loading…"));
-  const create = h("button", { class: "button primary", type: "button", onclick: () => newSubAccountDialog() }, "New sub-account");
-  view.replaceChildren(pageHead("Sub-accounts", "One per end customer: its own key, monthly spend cap and rate limits", create), h("div", { class: "grid" }, card("Sub-accounts", body, { className: "wide" })));
+  const create = h(
+    "button",
+    { class: "button primary", type: "button", onclick: () => newSubAccountDialog() },
+    "New sub-account",
+  );
+  view.replaceChildren(
+    pageHead("Sub-accounts", "One per end customer: its own key, monthly spend cap and rate limits", create),
+    h("div", { class: "grid" }, card("Sub-accounts", body, { className: "wide" })),
+  );
   let shown;
   const load = async () => {
-    const [items, balance] = await Promise.all([allPages("/v1/sub-accounts", orgParams()), api("/admin/activity/balance", { params: orgParams() })]);
+    const [items, balance] = await Promise.all([
+      allPages("/v1/sub-accounts", orgParams()),
+      api("/admin/activity/balance", { params: orgParams() }),
+    ]);
     const seen = JSON.stringify([items, balance.limits]);
     if (mine !== generation || seen === shown) return;
     shown = seen;
     fmt.setCurrency(balance.currency);
-    const spent = Object.fromEntries(balance.limits.filter((l) => l.scope_type === "client").map((l) => [l.scope_id, l]));
-    body.replaceChildren(items.length ? subAccountsTable(items, spent) : empty("No sub-accounts yet.", "Create one with “New sub-account”, or POST /v1/sub-accounts."));
+    const spent = Object.fromEntries(
+      balance.limits.filter((l) => l.scope_type === "client").map((l) => [l.scope_id, l]),
+    );
+    body.replaceChildren(
+      items.length
+        ? subAccountsTable(items, spent)
+        : empty("No sub-accounts yet.", "Create one with “New sub-account”, or POST /v1/sub-accounts."),
+    );
   };
   try {
     await load();
@@ -913,7 +1149,20 @@ function subAccountsTable(items, spent) {
   return h(
     "table",
     {},
-    h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Status"), h("th", {}, "Spent this month"), h("th", { class: "num" }, "RPM"), h("th", {}, "Key"), h("th", {}, "Tag"))),
+    h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        h("th", {}, "Name"),
+        h("th", {}, "Status"),
+        h("th", {}, "Spent this month"),
+        h("th", { class: "num" }, "RPM"),
+        h("th", {}, "Key"),
+        h("th", {}, "Tag"),
+      ),
+    ),
     h(
       "tbody",
       {},
@@ -924,9 +1173,20 @@ function subAccountsTable(items, spent) {
         return h(
           "tr",
           { "data-sub-account": sa.id },
-          h("td", {}, h("a", { href: `#/sub-accounts/${encodeURIComponent(sa.id)}` }, sa.name), h("div", { class: "muted mono small" }, sa.id)),
+          h(
+            "td",
+            {},
+            h("a", { href: `#/sub-accounts/${encodeURIComponent(sa.id)}` }, sa.name),
+            h("div", { class: "muted mono small" }, sa.id),
+          ),
           h("td", {}, statusBadge(sa.status)),
-          h("td", {}, cap === null ? fmt.money(used) : h("div", { class: "spent" }, meter(used, cap), `${fmt.money(used)} of ${fmt.money(cap)}`)),
+          h(
+            "td",
+            {},
+            cap === null
+              ? fmt.money(used)
+              : h("div", { class: "spent" }, meter(used, cap), `${fmt.money(used)} of ${fmt.money(cap)}`),
+          ),
           h("td", { class: "num" }, sa.rate_limit_rpm ? fmt.count(sa.rate_limit_rpm) : "—"),
           h("td", { class: "mono" }, sa.key_id || "—"),
           h("td", {}, sa.default_tag || "—"),
@@ -938,14 +1198,32 @@ function subAccountsTable(items, spent) {
 
 function newSubAccountDialog() {
   const name = h("input", { id: "new-sa-name", required: true, maxlength: "200", placeholder: "acme-corp" });
-  const cap = h("input", { id: "new-sa-cap", type: "number", min: "0", step: "0.01", required: true, placeholder: "500.00" });
+  const cap = h("input", {
+    id: "new-sa-cap",
+    type: "number",
+    min: "0",
+    step: "0.01",
+    required: true,
+    placeholder: "500.00",
+  });
   const rpm = h("input", { id: "new-sa-rpm", type: "number", min: "1", step: "1", placeholder: "no limit" });
   const error = h("p", { class: "form-error", role: "alert" });
-  const form = h("form", { class: "form" }, h("label", {}, "Name", name), h("label", {}, "Monthly spend cap", cap), h("label", {}, "Requests per minute", rpm), error);
+  const form = h(
+    "form",
+    { class: "form" },
+    h("label", {}, "Name", name),
+    h("label", {}, "Monthly spend cap", cap),
+    h("label", {}, "Requests per minute", rpm),
+    error,
+  );
   modal("New sub-account", form, (close) => {
     const submit = async (e) => {
       e.preventDefault();
-      const body = { name: name.value.trim(), spend_cap_cents: Math.round(Number(cap.value) * 100), organization: state.org.id };
+      const body = {
+        name: name.value.trim(),
+        spend_cap_cents: Math.round(Number(cap.value) * 100),
+        organization: state.org.id,
+      };
       if (rpm.value) body.rate_limit_rpm = Number(rpm.value);
       try {
         const created = await api("/v1/sub-accounts", { method: "POST", body });
@@ -957,7 +1235,10 @@ function newSubAccountDialog() {
       }
     };
     form.addEventListener("submit", submit);
-    return [h("button", { class: "button ghost", type: "button", onclick: close }, "Cancel"), h("button", { class: "button primary", type: "button", onclick: submit }, "Create")];
+    return [
+      h("button", { class: "button ghost", type: "button", onclick: close }, "Cancel"),
+      h("button", { class: "button primary", type: "button", onclick: submit }, "Create"),
+    ];
   });
 }
 
@@ -993,7 +1274,12 @@ async function subAccountView(id) {
     const month = limit?.spent_this_period
       ? [
           kpi("This month", fmt.money(limit.spent_this_period.amount), `spend in ${balance.period}`),
-          kpi("Cap left", fmt.money(limit.spend_remaining.amount), `of ${fmt.money(limit.spend_limit.amount)} this month`, Number(limit.spend_remaining.amount) <= 0 ? "alert" : ""),
+          kpi(
+            "Cap left",
+            fmt.money(limit.spend_remaining.amount),
+            `of ${fmt.money(limit.spend_limit.amount)} this month`,
+            Number(limit.spend_remaining.amount) <= 0 ? "alert" : "",
+          ),
         ]
       : [];
     put("kpis", kpis(summary.totals, month));
@@ -1012,7 +1298,9 @@ async function subAccountView(id) {
     if (mine !== generation) return;
     view.replaceChildren(
       pageHead("Sub-account", id, h("a", { class: "button ghost", href: "#/sub-accounts" }, "All sub-accounts")),
-      error.status === 404 ? empty("There is no such sub-account in this organization.") : failure(error, () => route_()),
+      error.status === 404
+        ? empty("There is no such sub-account in this organization.")
+        : failure(error, () => route_()),
     );
     return;
   }
@@ -1027,7 +1315,9 @@ function subAccountHead(sa, reload) {
     actions.push(
       keyAction(sa.status === "active" ? "Suspend" : "Resume", "ghost", async () => {
         await api(path, { method: "PATCH", body: { status: next } });
-        toast(next === "active" ? `${sa.name} resumed.` : `${sa.name} suspended: its requests are refused until resumed.`);
+        toast(
+          next === "active" ? `${sa.name} resumed.` : `${sa.name} suspended: its requests are refused until resumed.`,
+        );
         await reload();
       }),
       h(
@@ -1036,11 +1326,16 @@ function subAccountHead(sa, reload) {
           class: "button danger",
           type: "button",
           onclick: () =>
-            confirmDialog(`Revoke ${sa.name}?`, "Its key is revoked at once and the sub-account disabled. This cannot be undone; its usage and ledger history stay.", "Revoke sub-account", async () => {
-              await api(path, { method: "DELETE" });
-              toast(`${sa.name} revoked.`);
-              await reload();
-            }),
+            confirmDialog(
+              `Revoke ${sa.name}?`,
+              "Its key is revoked at once and the sub-account disabled. This cannot be undone; its usage and ledger history stay.",
+              "Revoke sub-account",
+              async () => {
+                await api(path, { method: "DELETE" });
+                toast(`${sa.name} revoked.`);
+                await reload();
+              },
+            ),
         },
         "Revoke",
       ),
@@ -1053,15 +1348,36 @@ function subAccountHead(sa, reload) {
       "div",
       {},
       h("h1", {}, sa.name, " ", statusBadge(sa.status)),
-      h("p", { class: "sub" }, h("span", { class: "mono" }, sa.id), ` · key `, h("span", { class: "mono" }, sa.key_id || "—"), sa.key_status ? ` (${sa.key_status})` : "", sa.default_tag ? ` · tag ${sa.default_tag}` : ""),
+      h(
+        "p",
+        { class: "sub" },
+        h("span", { class: "mono" }, sa.id),
+        ` · key `,
+        h("span", { class: "mono" }, sa.key_id || "—"),
+        sa.key_status ? ` (${sa.key_status})` : "",
+        sa.default_tag ? ` · tag ${sa.default_tag}` : "",
+      ),
     ),
-    h("div", { class: "tools" }, windowControls(() => route_()), actions),
+    h(
+      "div",
+      { class: "tools" },
+      windowControls(() => route_()),
+      actions,
+    ),
   );
 }
 
 function limitsCard(sa, reload) {
   const capNow = sa.spend_cap_nanos === null ? "" : (sa.spend_cap_nanos / 1e9).toFixed(2);
-  const input = h("input", { id: "cap-input", type: "number", min: "0", step: "0.01", value: capNow, "aria-label": "Monthly spend cap", disabled: sa.status === "revoked" });
+  const input = h("input", {
+    id: "cap-input",
+    type: "number",
+    min: "0",
+    step: "0.01",
+    value: capNow,
+    "aria-label": "Monthly spend cap",
+    disabled: sa.status === "revoked",
+  });
   const error = h("p", { class: "form-error", role: "alert" });
   const save = h("button", { class: "button primary", type: "submit", disabled: sa.status === "revoked" }, "Save cap");
   const form = h(
@@ -1078,8 +1394,13 @@ function limitsCard(sa, reload) {
         }
         save.disabled = true;
         try {
-          const updated = await api(`/v1/sub-accounts/${encodeURIComponent(sa.id)}`, { method: "PATCH", body: { spend_cap_cents: Math.round(value * 100) } });
-          toast(`Cap of ${sa.name} set to ${fmt.money(updated.spend_cap_cents / 100)}: enforced from the next request.`);
+          const updated = await api(`/v1/sub-accounts/${encodeURIComponent(sa.id)}`, {
+            method: "PATCH",
+            body: { spend_cap_cents: Math.round(value * 100) },
+          });
+          toast(
+            `Cap of ${sa.name} set to ${fmt.money(updated.spend_cap_cents / 100)}: enforced from the next request.`,
+          );
           await reload();
         } catch (err) {
           error.textContent = err.message;
@@ -1111,7 +1432,15 @@ function limitsCard(sa, reload) {
 function renderLogin(message) {
   $("topbar").hidden = true;
   banner("");
-  const input = h("input", { id: "token", type: "password", autocomplete: "off", spellcheck: "false", placeholder: "qga-… or your gateway key", "aria-label": "Admin token or gateway key", required: true });
+  const input = h("input", {
+    id: "token",
+    type: "password",
+    autocomplete: "off",
+    spellcheck: "false",
+    placeholder: "qga-… or your gateway key",
+    "aria-label": "Admin token or gateway key",
+    required: true,
+  });
   const error = h("p", { class: "form-error", role: "alert" }, message || "");
   const submit = h("button", { class: "button primary wide", type: "submit" }, "Sign in");
   const form = h(
@@ -1163,7 +1492,11 @@ async function start() {
   document.addEventListener("visibilitychange", () => document.hidden || setLive("ok"));
   const saved = JSON.parse(sessionStorage.getItem(STORE) || "null");
   if (!saved?.token) return renderLogin();
-  Object.assign(state, { window: saved.window || "24h", bucket: saved.bucket || "hour", metric: saved.metric || "requests" });
+  Object.assign(state, {
+    window: saved.window || "24h",
+    bucket: saved.bucket || "hour",
+    metric: saved.metric || "requests",
+  });
   loading($("view"));
   try {
     await signIn(saved.token, saved.org);

@@ -103,7 +103,11 @@ export function timeSeries(box, points, series, options) {
     const every = Math.max(1, Math.ceil(n / Math.max(2, Math.floor(plotW / 70))));
     points.forEach((p, i) => {
       if (i % every) return;
-      const t = svg("text", { x: pad.left + step * (i + 0.5), y: height - 8, class: "tick", "text-anchor": "middle" }, root);
+      const t = svg(
+        "text",
+        { x: pad.left + step * (i + 0.5), y: height - 8, class: "tick", "text-anchor": "middle" },
+        root,
+      );
       t.textContent = label(p.start);
     });
     if (kind === "bar") {
@@ -114,7 +118,17 @@ export function timeSeries(box, points, series, options) {
           const v = Number(p[s.key] || 0);
           if (v > 0) {
             const x = pad.left + step * i + (step - barW) / 2;
-            svg("rect", { x, y: y(base + v), width: barW, height: Math.max(1, y(base) - y(base + v)), class: `bar ${s.className}` }, root);
+            svg(
+              "rect",
+              {
+                x,
+                y: y(base + v),
+                width: barW,
+                height: Math.max(1, y(base) - y(base + v)),
+                class: `bar ${s.className}`,
+              },
+              root,
+            );
           }
           base += v;
         }
@@ -122,7 +136,9 @@ export function timeSeries(box, points, series, options) {
     } else {
       const s = series[0];
       const xs = (i) => pad.left + step * (i + 0.5);
-      const line = points.map((p, i) => `${i ? "L" : "M"}${xs(i).toFixed(1)},${y(Number(p[s.key] || 0)).toFixed(1)}`).join("");
+      const line = points
+        .map((p, i) => `${i ? "L" : "M"}${xs(i).toFixed(1)},${y(Number(p[s.key] || 0)).toFixed(1)}`)
+        .join("");
       if (n) {
         svg("path", { d: `${line}L${xs(n - 1)},${y(0)}L${xs(0)},${y(0)}Z`, class: `area ${s.className}` }, root);
         svg("path", { d: line, class: `line ${s.className}` }, root);
@@ -137,7 +153,11 @@ export function timeSeries(box, points, series, options) {
         guide.setAttribute("x1", x);
         guide.setAttribute("x2", x);
         guide.setAttribute("visibility", "visible");
-        const lines = series.map((s) => ({ className: s.className, label: s.label, value: format(Number(p[s.key] || 0)) }));
+        const lines = series.map((s) => ({
+          className: s.className,
+          label: s.label,
+          value: format(Number(p[s.key] || 0)),
+        }));
         tip.show(x, y(totals[i]), title(p.start), lines);
       });
     });
@@ -193,7 +213,11 @@ export function donut(box, rows, { centre, centreSub } = {}) {
     const end = angle + share * Math.PI * 2;
     const p = (a) => `${(size / 2 + r * Math.cos(a)).toFixed(2)},${(size / 2 + r * Math.sin(a)).toFixed(2)}`;
     const large = end - angle > Math.PI ? 1 : 0;
-    const arc = svg("path", { d: `M${p(angle)}A${r},${r} 0 ${large} 1 ${p(end)}`, class: `donut-slice ${className}` }, root);
+    const arc = svg(
+      "path",
+      { d: `M${p(angle)}A${r},${r} 0 ${large} 1 ${p(end)}`, class: `donut-slice ${className}` },
+      root,
+    );
     svg("title", {}, arc).textContent = `${row.label}: ${row.display}`;
     angle = end;
   });
@@ -205,7 +229,11 @@ export function donut(box, rows, { centre, centreSub } = {}) {
   rows.forEach((row, i) => {
     const li = el("li");
     const share = total > 0 ? Math.round((row.value / total) * 100) : 0;
-    li.append(el("span", `swatch c${i % 8}`), el("span", "legend-label", row.label), el("span", "legend-value", `${row.display} · ${share}%`));
+    li.append(
+      el("span", `swatch c${i % 8}`),
+      el("span", "legend-label", row.label),
+      el("span", "legend-value", `${row.display} · ${share}%`),
+    );
     legend.appendChild(li);
   });
   box.appendChild(legend);
@@ -228,7 +256,12 @@ export function gauge(box, { value, max, title, caption, note }) {
   const point = (f) => `${(cx - r * Math.cos(Math.PI * f)).toFixed(2)},${(cy - r * Math.sin(Math.PI * f)).toFixed(2)}`;
   svg("path", { d: `M${point(0)}A${r},${r} 0 0 1 ${point(1)}`, class: "gauge-track" }, root);
   const shown = Math.min(1, Math.max(0, fraction));
-  if (shown > 0) svg("path", { d: `M${point(0)}A${r},${r} 0 0 1 ${point(Math.max(shown, 0.004))}`, class: `gauge-value ${level}` }, root);
+  if (shown > 0)
+    svg(
+      "path",
+      { d: `M${point(0)}A${r},${r} 0 0 1 ${point(Math.max(shown, 0.004))}`, class: `gauge-value ${level}` },
+      root,
+    );
   const pct = svg("text", { x: cx, y: cy - 14, class: "gauge-pct", "text-anchor": "middle" }, root);
   pct.textContent = `${fraction > 0 && fraction < 0.01 ? "<1" : Math.round(fraction * 100)}%`;
   box.append(el("div", "gauge-title", title), el("div", "gauge-caption", caption));

@@ -20,9 +20,7 @@ export function money(value) {
   const abs = Math.abs(n);
   // Charges are exact to 10^-9 units: a single request often costs a fraction of a cent.
   const options =
-    abs > 0 && abs < 0.01
-      ? { maximumSignificantDigits: 2 }
-      : { minimumFractionDigits: 2, maximumFractionDigits: 2 };
+    abs > 0 && abs < 0.01 ? { maximumSignificantDigits: 2 } : { minimumFractionDigits: 2, maximumFractionDigits: 2 };
   return new Intl.NumberFormat(undefined, { style: "currency", currency, ...options }).format(n);
 }
 
@@ -40,10 +38,6 @@ export function moneyShort(value) {
 
 export function count(n) {
   return Math.abs(n ?? 0) >= 10000 ? compact.format(n) : whole.format(n ?? 0);
-}
-
-export function tokens(n) {
-  return `${count(n)} ${n === 1 ? "token" : "tokens"}`;
 }
 
 export function requests(n) {
