@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.http.conftest import api, api_db, provider_env
 
 __all__ = ["api", "api_db", "provider_env"]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "browser: drives the dashboard in headless Chromium (scripts/test-prereqs)")
