@@ -32,7 +32,7 @@ test: $(STAMP) ## install, then run the whole test suite (what .ci/run and CI ru
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only (no Envoy, no servers)
-	$(BIN)/pytest -q -m "not envoy and not postgres and not redis and not soak" $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "not envoy and not postgres and not redis and not soak and not browser" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff, format check, mypy, import contracts
 	$(BIN)/ruff check .
