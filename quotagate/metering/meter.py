@@ -10,12 +10,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from quotagate.gateway.config import ConfigCache
 from quotagate.gateway.ticket import Ticket
 from quotagate.governance.content import ContentSink
-from quotagate.limits.model import Counters, Settlement
+from quotagate.limits.model import Admission, Counters, Settlement
 from quotagate.metering.record import NO_COST, CostBreakdown, UsageRecord, UsageSink
+from quotagate.policy import limit_checks, quotas_of
 from quotagate.pricing import cost_of
 from quotagate.tokens import count_tokens
 from quotagate.usage.factory import is_event_stream, parser_for
@@ -32,6 +35,7 @@ class MeterServices:
     sink: UsageSink
     clock: Callable[[], float] = time.time
     content: ContentSink | None = None  # logged prompts: gets the response text (per project policy)
+    spend_timezone: str = "UTC"  # whose calendar month a request's spend counts in (Settings.spend_timezone)
 
 
 class Meter:
@@ -107,6 +111,8 @@ class Meter:
             front_door=t.front_door,
             tags={**t.tags, **({"monitor": ",".join(t.monitored)} if t.monitored else {})},
             error=problem,
+            remaining_requests=t.remaining_requests,
+            remaining_tokens=t.remaining_tokens,
         )
         self._finished = record
         if self._services.content is not None:
@@ -146,10 +152,22 @@ class Meter:
             return
         try:
             await self._services.counters.settle(
-                Settlement(t.reservation_id, t.org_id, record.usage.total_tokens, record.cost.total_nanos)
+                Settlement(
+                    t.reservation_id, t.org_id, record.usage.total_tokens, record.cost.total_nanos, self._admission()
+                )
             )
         except Exception as exc:  # the sweeper settles it when it expires; metering never blocks traffic
             log.warning("settling %s failed (%s); the sweeper will reconcile it", t.reservation_id, exc)
+
+    def _admission(self) -> Admission | None:
+        """Where the request was counted, so the settlement still lands if the backend lost the reservation."""
+        t = self.ticket
+        quotas = quotas_of(self._services.config.snapshot, t.org_id, t.project_id, t.client_id, t.key_id)
+        checks = limit_checks(quotas, t.model)
+        if not checks:
+            return None
+        month = datetime.fromtimestamp(t.started_at, ZoneInfo(self._services.spend_timezone)).strftime("%Y-%m")
+        return Admission(checks, t.started_at, month)
 
 
 def _ms(start: float, end: float | None) -> int | None:
