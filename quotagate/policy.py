@@ -23,6 +23,14 @@ def quotas_for(snapshot: Snapshot, identity: Identity) -> tuple[QuotaView, ...]:
     return tuple(found)
 
 
+def quotas_of(snapshot: Snapshot, org_id: str, project_id: str, client_id: str, key_id: str) -> tuple[QuotaView, ...]:
+    """``quotas_for`` by ids (the response side knows the request's ids, not its Identity)."""
+    found: list[QuotaView] = []
+    for scope in (("organization", org_id), ("project", project_id), ("client", client_id), ("key", key_id)):
+        found.extend(snapshot.quotas.get(scope, ()))
+    return tuple(found)
+
+
 def model_allowed(identity: Identity, quotas: tuple[QuotaView, ...], model: str) -> bool:
     """A key's own `models` list must contain the model; and for each scope whose enforced quotas carry
     allowlists, the model must be in the union of those lists (monitor quotas never refuse)."""

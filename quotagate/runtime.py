@@ -118,7 +118,9 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
         clock=time.time,
         content=prompt_log,
     )
-    services = MeterServices(config=config, counters=counters, sink=sink, content=prompt_log)
+    services = MeterServices(
+        config=config, counters=counters, sink=sink, content=prompt_log, spend_timezone=s.spend_timezone
+    )
     sweeper = Sweeper(counters=counters, find_recorded=lambda rid: recorded_figures(db, rid), sink=writer)
     try:
         checkpointer = open_checkpointer(s, db)

@@ -90,11 +90,22 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
+class Admission:
+    """Where a request was counted: its checks, its admission time (minute window) and spend month. A settlement
+    carries it so that actual figures still land when the backend lost the reservation (see ``Counters.settle``)."""
+
+    checks: tuple[LimitCheck, ...]
+    now: float
+    month: str
+
+
+@dataclass(frozen=True, slots=True)
 class Settlement:
     reservation_id: str
     org_id: str
     tokens: int  # actual tokens (all classes)
     cost_nanos: int  # actual charged cost
+    admission: Admission | None = None  # None: a reservation that is gone is left alone (the sweeper's settle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +152,15 @@ class Counters(Protocol):
         ...
 
     async def settle(self, settlement: Settlement) -> bool:
-        """Replace the reservation with actual figures. Idempotent: False if it was already settled or swept."""
+        """Replace the reservation with actual figures. Idempotent: False if it was already settled or swept.
+
+        A reservation can also be *lost*: the backend lost its data (Redis restarted without persistence, or
+        evicted the key) while the request was in flight, and the re-seeded counters do not contain it. When the
+        settlement carries its ``admission``, a reservation that is neither outstanding nor settled before is
+        counted as lost: the actual tokens go to the TPM windows of the admission minute that exist, the actual
+        cost to the spend counters of the month and out of the credit balances (seeded first when missing, like
+        ``reserve``), and False is returned. Settling a reservation that ``expired()`` claimed leaves a marker for
+        the rest of the reservation's lifetime, so a late settlement of a swept request is never counted twice."""
         ...
 
     async def expired(self, now: float, limit: int = 1000) -> list[ExpiredReservation]:

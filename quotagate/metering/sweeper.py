@@ -49,8 +49,9 @@ class Sweeper:
     async def _reconcile(self, r: ExpiredReservation) -> None:
         recorded = await asyncio.to_thread(self._find, r.reservation_id)
         tokens, cost = recorded if recorded is not None else (0, 0)
-        await self._counters.settle(Settlement(r.reservation_id, r.org_id, tokens, cost))
-        if recorded is None:
+        settled = await self._counters.settle(Settlement(r.reservation_id, r.org_id, tokens, cost))
+        # Not settled here: its request finished meanwhile and its meter settled it; the meter's event is the record.
+        if recorded is None and settled:
             log.warning("reservation %s expired unsettled; released and recorded as swept", r.reservation_id)
             now = self._clock()
             self._sink.record(

@@ -26,6 +26,12 @@ Decisions where ``quotagate/limits/model.py`` leaves room (the same in both back
   processes; the reservation itself stays for the caller's ``settle`` (recorded or estimated figures), which
   then works once like any other. Until settled, the counters hold the reserved worst case; a reservation
   still outstanding (claimed or not) keeps its id.
+* A lost reservation (``Counters.settle``) is recognized by its absence: neither outstanding nor marked as a
+  settled claim. Its TPM window is the admission minute's, adjusted only if it exists (like a settlement); spend
+  and credit counters are seeded when missing, then charged the actual cost as if 0 had been reserved. A
+  reservation removed only by its Redis TTL (no sweeper ran for ``ttl_s`` + an hour) is indistinguishable from a
+  lost one: its late settlement counts the actual cost on top of the worst case it still holds (over-counting,
+  never under-counting).
 * ``state()`` seeds missing spend and credit counters, like ``reserve`` (a balance endpoint after a
   restart shows the durable figures, not 0).
 * Credit watermarks default to 0; ``add_credits`` needs ``seq >= 1``.

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from quotagate.errors import BackendUnavailable
 from quotagate.limits.model import (
+    Admission,
     BaselineSource,
     CounterState,
     Decision,
@@ -32,6 +33,7 @@ from quotagate.limits.model import (
 )
 from quotagate.store.counters_common import (
     PENDING_CREDIT_TTL_S,
+    RESERVATION_MARGIN_S,
     SEED_ATTEMPTS,
     WINDOW_TTL_S,
     Figures,
@@ -108,6 +110,8 @@ class MemoryCounters:
         self._credits: dict[Key, list[int]] = {}  # [balance, watermark]
         self._pending: dict[Key, _Pending] = {}
         self._reservations: dict[Key, _Reservation] = {}
+        self._claimed: set[Key] = set()  # outstanding reservations expired() returned
+        self._settled_claims: dict[Key, float] = {}  # settled claims -> when their marker goes (Redis: the TTL)
         # Expiry index: reservations bucketed by whole second of expiry, plus a heap of those seconds.
         self._due: dict[int, dict[Key, None]] = {}
         self._due_heap: list[int] = []
@@ -219,7 +223,12 @@ class MemoryCounters:
         rkey = (org, settlement.reservation_id)
         res = self._reservations.pop(rkey, None)
         if res is None:
+            if settlement.admission is not None and rkey not in self._settled_claims:
+                await self._settle_lost(settlement, settlement.admission, rkey)
             return False
+        if rkey in self._claimed:
+            self._claimed.discard(rkey)
+            self._settled_claims[rkey] = res.expires_at + RESERVATION_MARGIN_S
         due = self._due.get(int(res.expires_at))
         if due is not None:
             due.pop(rkey, None)
@@ -245,6 +254,34 @@ class MemoryCounters:
                 c[0] -= dcost
         return True
 
+    async def _settle_lost(self, settlement: Settlement, admission: Admission, rkey: Key) -> None:
+        """Count the actual figures of a reservation this backend does not know (see ``Counters.settle``)."""
+        org, checks, month = settlement.org_id, admission.checks, admission.month
+        for _ in range(SEED_ATTEMPTS):
+            since = self._flights.now()
+            spend_ids, credit_ids = self._unseeded(org, checks, month)
+            if not spend_ids and not credit_ids:
+                break
+            await self._seed(org, month, admission.now, spend_ids, credit_ids, since)
+        else:
+            raise BackendUnavailable(f"counters of {org!r} vanished while being seeded {SEED_ATTEMPTS} times")
+        if rkey in self._reservations or rkey in self._settled_claims:  # settled or booked while seeding
+            return
+        window = self._minutes.get(minute_of(admission.now))
+        mcounts = self._months[month].counts if month in self._months else _NO_COUNTS
+        counted: set[str] = set()
+        for check in checks:
+            cid = check.counter_id
+            if check.tpm_limit is not None and window is not None and (w := window.counts.get((org, cid))):
+                w[1] += settlement.tokens
+            if check.spend_limit_nanos is not None and cid not in counted and (m := mcounts.get((org, cid))):
+                m[0] += settlement.cost_nanos
+                counted.add(cid)
+            credit_id = check.credit_id
+            if check.prepaid and credit_id and f"c:{credit_id}" not in counted:
+                self._credits[(org, credit_id)][0] -= settlement.cost_nanos
+                counted.add(f"c:{credit_id}")
+
     async def expired(self, now: float, limit: int = 1000) -> list[ExpiredReservation]:
         out: list[ExpiredReservation] = []
         heap = self._due_heap
@@ -256,6 +293,7 @@ class MemoryCounters:
                     res = self._reservations[rkey]
                     if res.expires_at <= now:
                         del due[rkey]  # claimed: never returned again, but still there for the caller's settle
+                        self._claimed.add(rkey)
                         out.append(ExpiredReservation(rkey[1], rkey[0], res.tokens, res.cost, res.created_at))
                         if len(out) >= limit:
                             break
@@ -355,3 +393,5 @@ class MemoryCounters:
             del self._months[month]
         for key in [key for key, pending in self._pending.items() if pending.deadline <= clock]:
             del self._pending[key]
+        for key in [key for key, deadline in self._settled_claims.items() if deadline <= clock]:
+            del self._settled_claims[key]

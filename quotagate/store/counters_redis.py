@@ -7,10 +7,10 @@ One decision is one ``EVALSHA`` (check and count all or nothing); a settlement i
 loaded on first use and again after ``NOSCRIPT`` (a restarted or failed-over Redis). Every call is bounded by
 ``timeout_ms`` as a whole (an asyncio deadline over pool wait, connect, send and reply); failures raise
 :class:`~quotagate.errors.BackendUnavailable` and the connection pool reconnects on the next call, so a Redis
-that comes back is used again without recreating this object. Redis-py's own retries are off: re-sending a
-decision whose reply was lost could count it twice. A decision that timed out may still have been counted
-(Redis was slow, not gone): the caller failed closed and the reservation is swept when it expires, so the
-error only ever over-counts.
+that comes back is used again without recreating this object. Redis-py's own retries are off; a call that
+broke on a stale connection (Redis restarted since it was opened) is sent once more on a fresh one, which never
+counts twice (see ``_run``). A decision that timed out may still have been counted (Redis was slow, not gone):
+the caller failed closed and the reservation is swept when it expires, so the error only ever over-counts.
 
 Missing spend or credit counters (fresh Redis, restart, month change) make the script answer "seed first":
 the baseline is read from the durable store (at most one read per counter set at a time in this process),
@@ -24,6 +24,7 @@ touches one Redis Cluster slot)::
     P:{org}:c:<credit_id>            hash b=balance nanos w=watermark     no TTL (credits have no window)
     P:{org}:cp:<credit_id>           hash seq -> nanos, credits added while unseeded (TTL 1 day)
     P:{org}:r:<reservation_id>       hash t c a x + one field per counter key to settle   TTL ttl_s + 1 h
+                                     (+ k=1 once claimed; a settled claim leaves only done=1 until the TTL)
     P:{org}:exp                      zset reservation_id by expiry (the sweeper claims by removing)
     P:{org}:reg                      marker: the organization is listed in the sweep registry
     P:{~sweep}:orgs                  set of organizations that had reservations (own tag: read by the sweeper only)
@@ -44,10 +45,12 @@ from typing import Any, TypeVar
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from quotagate.errors import BackendUnavailable
 from quotagate.limits.model import (
+    Admission,
     BaselineSource,
     CounterState,
     Decision,
@@ -162,15 +165,23 @@ return out
 """
 
 # Settle: KEYS 1 reservation, 2 expiry zset; ARGV 1 reservation id, 2 actual tokens, 3 actual cost.
-# Applies actual - reserved to every counter the reservation counted that still exists. 1 settled, 0 unknown.
+# Applies actual - reserved to every counter the reservation counted that still exists and replies 1; a claimed
+# reservation (swept) leaves a 'done' marker for the rest of its lifetime. 0: settled before (the marker);
+# -1: unknown, i.e. lost (the lost-settlement script may count it).
 # Lua numbers are doubles: deltas are formatted back to integers ('%d'), exact below 2**53.
 _SETTLE_LUA = """
 local h = redis.call('HGETALL', KEYS[1])
-if #h == 0 then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
+if #h == 0 then return -1 end
 local f = {}
 for i = 1, #h, 2 do f[h[i]] = h[i + 1] end
+if f['done'] then return 0 end
+local ttl = f['k'] and redis.call('PTTL', KEYS[1]) or 0
+redis.call('DEL', KEYS[1])
+if ttl > 0 then
+  redis.call('HSET', KEYS[1], 'done', '1')
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
 local dt = tonumber(ARGV[2]) - tonumber(f['t'])
 local dc = tonumber(ARGV[3]) - tonumber(f['c'])
 local st, up, down = string.format('%d', dt), string.format('%d', dc), string.format('%d', -dc)
@@ -188,6 +199,34 @@ end
 return 1
 """
 
+# Lost settlement: KEYS 1 reservation, then nw TPM windows, ns spend counters, nc credit hashes; ARGV 1 actual
+# tokens, 2 actual cost, 3 nw, 4 ns, 5 nc. Only for a reservation that is still unknown: counts the actual
+# figures as if 0 had been reserved (windows that exist get the tokens) and replies 1; {missing spend/credit
+# indexes}: seed first; 0: the reservation exists after all (nothing done).
+_LOST_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local nw, ns, nc = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local sb, cb = 1 + nw, 1 + nw + ns
+local missing = {}
+for i = 1, ns do
+  if redis.call('EXISTS', KEYS[sb + i]) == 0 then missing[#missing + 1] = i end
+end
+for i = 1, nc do
+  if redis.call('EXISTS', KEYS[cb + i]) == 0 then missing[#missing + 1] = ns + i end
+end
+if #missing > 0 then return missing end
+if ARGV[1] ~= '0' then
+  for i = 2, 1 + nw do
+    if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('HINCRBY', KEYS[i], 't', ARGV[1]) end
+  end
+end
+if ARGV[2] ~= '0' then
+  for i = sb + 1, sb + ns do redis.call('INCRBY', KEYS[i], ARGV[2]) end
+  for i = cb + 1, cb + nc do redis.call('HINCRBY', KEYS[i], 'b', '-' .. ARGV[2]) end
+end
+return 1
+"""
+
 # Claim: KEYS 1 expiry zset of one organization; ARGV 1 now, 2 limit, 3 reservation key prefix.
 # Takes reservations due by now off the expiry index (so each is returned exactly once) and returns
 # {id, tokens, cost, created_at, ...}; the reservations themselves stay for the caller's settle.
@@ -198,6 +237,7 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   local v = redis.call('HMGET', ARGV[3] .. id, 't', 'c', 'a')
   if v[1] then
+    redis.call('HSET', ARGV[3] .. id, 'k', '1')
     out[#out + 1] = id
     out[#out + 1] = v[1]
     out[#out + 1] = v[2]
@@ -266,10 +306,11 @@ class _Script:
 
 _RESERVE = _Script("reserve", _RESERVE_LUA)
 _SETTLE = _Script("settle", _SETTLE_LUA)
+_LOST = _Script("lost settlement", _LOST_LUA)
 _CLAIM = _Script("claim", _CLAIM_LUA)
 _SEED = _Script("seed", _SEED_LUA)
 _ADD_CREDITS = _Script("add_credits", _ADD_CREDITS_LUA)
-SCRIPTS = (_RESERVE, _SETTLE, _CLAIM, _SEED, _ADD_CREDITS)
+SCRIPTS = (_RESERVE, _SETTLE, _LOST, _CLAIM, _SEED, _ADD_CREDITS)
 
 _DUPLICATE, _NEED_SEED, _ALLOWED, _DENIED = -1, 0, 1, 2
 _CLAIM_BATCH = 500  # organizations per pipelined ZCOUNT when looking for due reservations
@@ -326,10 +367,21 @@ class RedisCounters:
         await self._pool.disconnect()
 
     async def _run(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        """One bounded Redis round trip; every failure becomes BackendUnavailable (the caller fails closed)."""
+        """One bounded Redis round trip; every failure becomes BackendUnavailable (the caller fails closed).
+
+        After Redis restarted (or failed over), pooled connections opened before still look usable and fail on
+        their first use. On a broken connection the idle ones, which point at the same server, are dropped and the
+        call is sent once more on a fresh connection, within the same deadline. Sending again never counts twice:
+        a decision names its reservation and the script refuses an id already outstanding (``reserve`` then fails
+        closed), settlements and seeds are idempotent, credits carry their sequence number, and a claim takes only
+        what is still due."""
         try:
             async with asyncio.timeout(self._timeout):
-                return await op()
+                try:
+                    return await op()
+                except RedisConnectionError:
+                    await self._pool.disconnect(inuse_connections=False)
+                    return await op()
         except TimeoutError as exc:
             raise BackendUnavailable(
                 f"Redis at {self._where} did not answer {what} within {self._timeout * 1000:g} ms"
@@ -337,8 +389,12 @@ class RedisCounters:
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"Redis at {self._where} failed {what}: {exc.__class__.__name__}: {exc}") from exc
 
-    async def _eval(self, script: _Script, keys: list[str], args: list[str]) -> Any:
+    async def _eval(self, script: _Script, keys: list[str], args: list[str], sends: list[None] | None = None) -> Any:
+        """Run a script; ``sends`` (if given) gets one item per time it was sent (see :meth:`_run`)."""
+
         async def op() -> Any:
+            if sends is not None:
+                sends.append(None)
             try:
                 return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
             except NoScriptError:
@@ -392,7 +448,8 @@ class RedisCounters:
         args = [request.reservation_id, header + " ".join(spec)]
         for _ in range(SEED_ATTEMPTS):
             since = self._flights.now()
-            reply = await self._eval(_RESERVE, keys, args)
+            sends: list[None] = []
+            reply = await self._eval(_RESERVE, keys, args, sends)
             status = reply[0]
             if status == _NEED_SEED:
                 missing = [int(i) for i in reply[1]]
@@ -407,6 +464,11 @@ class RedisCounters:
                 )
                 continue
             if status == _DUPLICATE:
+                if len(sends) > 1:  # the first send was counted before its connection broke: the reply is lost
+                    raise BackendUnavailable(
+                        f"Redis at {self._where} broke during a decision; failing closed (its reservation is "
+                        "released when it expires)"
+                    )
                 raise ValueError(f"reservation {request.reservation_id!r} of {org!r} is already outstanding")
             values: list[int] = reply[2:]
             nw, ns = len(windows), len(spend_ids)
@@ -462,12 +524,59 @@ class RedisCounters:
     async def settle(self, settlement: Settlement) -> bool:
         validate_settlement(settlement.tokens, settlement.cost_nanos)
         base = self._base(settlement.org_id)
+        reservation = f"{base}r:{settlement.reservation_id}"
         reply = await self._eval(
             _SETTLE,
-            [f"{base}r:{settlement.reservation_id}", base + "exp"],
+            [reservation, base + "exp"],
             [settlement.reservation_id, str(settlement.tokens), str(settlement.cost_nanos)],
         )
-        return bool(reply)
+        if reply == -1 and settlement.admission is not None:
+            await self._settle_lost(settlement, settlement.admission, reservation)
+        return bool(reply == 1)
+
+    async def _settle_lost(self, settlement: Settlement, admission: Admission, reservation: str) -> None:
+        """Count the actual figures of a reservation Redis lost (see ``Counters.settle``)."""
+        org, month, base = settlement.org_id, admission.month, self._base(settlement.org_id)
+        minute = minute_of(admission.now)
+        windows: list[str] = []
+        spend_ids: list[str] = []
+        credit_ids: list[str] = []
+        for check in admission.checks:
+            if check.tpm_limit is not None:
+                windows.append(f"{base}w:{check.counter_id}:{minute}")
+            if check.spend_limit_nanos is not None and check.counter_id not in spend_ids:
+                spend_ids.append(check.counter_id)
+            if check.prepaid and check.credit_id and check.credit_id not in credit_ids:
+                credit_ids.append(check.credit_id)
+        if not (windows or spend_ids or credit_ids):
+            return
+        keys = [reservation, *windows, *(f"{base}s:{cid}:{month}" for cid in spend_ids)]
+        keys += [f"{base}c:{credit_id}" for credit_id in credit_ids]
+        args = [str(settlement.tokens), str(settlement.cost_nanos), str(len(windows))]
+        args += [str(len(spend_ids)), str(len(credit_ids))]
+        for _ in range(SEED_ATTEMPTS):
+            since = self._flights.now()
+            reply = await self._eval(_LOST, keys, args)
+            if not isinstance(reply, list):
+                if reply == 1:
+                    log.warning(
+                        "reservation %s of %r was lost by Redis (restart or eviction); its actual figures were "
+                        "counted on settlement",
+                        settlement.reservation_id,
+                        org,
+                    )
+                return
+            missing = [int(i) for i in reply]
+            ns = len(spend_ids)
+            await self._seed(
+                org,
+                month,
+                admission.now,
+                [spend_ids[i - 1] for i in missing if i <= ns],
+                [credit_ids[i - ns - 1] for i in missing if i > ns],
+                since,
+            )
+        raise BackendUnavailable(f"counters of {org!r} vanished while being seeded {SEED_ATTEMPTS} times")
 
     async def expired(self, now: float, limit: int = 1000) -> list[ExpiredReservation]:
         if limit <= 0:

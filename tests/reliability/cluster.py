@@ -152,8 +152,12 @@ class Cluster:
             client.close()
 
     def outstanding_reservations(self) -> list[str]:
-        """Reservation hashes still in Redis (a settled reservation is deleted)."""
-        return [k for k in self.redis_keys("*:r:*") if k.split(":r:", 1)[0].count(":") == 1]
+        """Reservation hashes still in Redis (a settled reservation is deleted; a settled claim leaves `done`)."""
+        client = self.redis()
+        try:
+            return [k for k in self.redis_keys("*:r:*") if not client.hexists(k, "done")]
+        finally:
+            client.close()
 
     # -- workers
     def start_worker(self, index: int | None = None) -> Worker:
