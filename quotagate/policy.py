@@ -33,7 +33,8 @@ def quotas_of(snapshot: Snapshot, org_id: str, project_id: str, client_id: str, 
 
 def model_allowed(identity: Identity, quotas: tuple[QuotaView, ...], model: str) -> bool:
     """A key's own `models` list must contain the model; and for each scope whose enforced quotas carry
-    allowlists, the model must be in the union of those lists (monitor quotas never refuse)."""
+    allowlists, the model must be in the union of those lists (monitor quotas never refuse). A quota's
+    `applies_to_models` only selects what it limits (``limit_checks``), never what is allowed."""
     if identity.key.models is not None and model not in identity.key.models:
         return False
     allowed_by_scope: dict[tuple[str, str], set[str]] = {}
@@ -53,6 +54,7 @@ def credit_id(quota: QuotaView) -> str:
 
 
 def limit_checks(quotas: tuple[QuotaView, ...], model: str) -> tuple[LimitCheck, ...]:
+    """The checks of the quotas that limit requests for `model` (``QuotaView.applies_to``)."""
     return tuple(
         LimitCheck(
             counter_id=counter_id(q),

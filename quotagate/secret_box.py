@@ -57,4 +57,7 @@ class SecretBox:
         try:
             return self._aead.decrypt(nonce, body, context.encode()).decode()
         except InvalidTag as exc:
-            raise ConfigError(f"stored credential for {context} does not decrypt with this master key") from exc
+            raise ConfigError(
+                f"stored credential for {context} does not decrypt: the master key is not the one it was stored "
+                "with, or the ciphertext was altered or copied from another provider"
+            ) from exc

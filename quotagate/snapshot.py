@@ -69,10 +69,17 @@ class QuotaView:
     monthly_spend_nanos: int | None = None
     unit: str | None = None
     prepaid: bool = False
-    model_allowlist: frozenset[str] | None = None
+    model_allowlist: frozenset[str] | None = None  # restricts the scope to these models, and limits only them
+    applies_to_models: frozenset[str] | None = None  # limits only these models, restricts nothing
+
+    @property
+    def limited_models(self) -> frozenset[str] | None:
+        """The models whose requests this quota's limits count (None: every model)."""
+        return self.applies_to_models if self.applies_to_models is not None else self.model_allowlist
 
     def applies_to(self, model: str) -> bool:
-        return self.model_allowlist is None or model in self.model_allowlist
+        models = self.limited_models
+        return models is None or model in models
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     issue = keys.add_parser("issue", help="generate a key's secret and print the full credential once")
     issue.add_argument("key_id")
     issue.add_argument("--expires", help="expiry: a duration from now (30d) or an ISO 8601 time")
+    issue.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the key's current secret at once (clients using it stop working; `keys rotate` has a grace)",
+    )
     issue.add_argument("--json", action="store_true", help="machine-readable output")
     issue.set_defaults(func=_issue)
 
@@ -52,7 +57,9 @@ def _issue(args: argparse.Namespace) -> int:
     try:
         expires = parse_when(args.expires) if args.expires else None
         with app.db.transaction() as session:
-            cred = keys_repo.issue_key(session, app.hasher, args.key_id, actor=actor(), expires_at=expires)
+            cred = keys_repo.issue_key(
+                session, app.hasher, args.key_id, actor=actor(), expires_at=expires, replace=args.replace
+            )
     finally:
         app.close()
     if args.json:

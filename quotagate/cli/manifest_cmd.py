@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from quotagate.app import open_app
 from quotagate.cli.common import actor, print_json
 from quotagate.manifest.desired import desired_state
 from quotagate.manifest.load import ManifestError, load_file
 from quotagate.manifest.schema import Manifest, manifest_json_schema
-from quotagate.store.manifest_apply import Plan, apply_plan, plan_manifest
+from quotagate.store.manifest_apply import CONFLICT_SOURCE, Plan, apply_plan, plan_manifest
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,11 +39,18 @@ def _load(args: argparse.Namespace) -> Manifest:
     try:
         return load_file(args.file)
     except ManifestError as exc:
-        if args.json:
-            print_json({"valid": False, "errors": [{"path": p.path, "message": p.message} for p in exc.problems]})
-        else:
-            print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(args, exc)
+
+
+def _fail(args: argparse.Namespace, exc: ManifestError) -> NoReturn:
+    """Every problem with its path, on stderr (or as JSON on stdout); exit code 2."""
+    if args.json:
+        print_json({"valid": False, "errors": [{"path": p.path, "message": p.message} for p in exc.problems]})
+    elif exc.source == CONFLICT_SOURCE:
+        print(ManifestError(f"{args.file}: {CONFLICT_SOURCE}", exc.problems), file=sys.stderr)
+    else:
+        print(exc, file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -62,6 +70,8 @@ def _plan(args: argparse.Namespace) -> int:
     try:
         with app.db.read() as session:
             plan = plan_manifest(session, desired)
+    except ManifestError as exc:
+        _fail(args, exc)
     finally:
         app.close()
     _show(args, plan)
@@ -75,6 +85,8 @@ def _apply(args: argparse.Namespace) -> int:
         with app.db.transaction() as session:
             plan = plan_manifest(session, desired)
             apply_plan(session, desired, plan, actor=f"{actor()} manifest {args.file}")
+    except ManifestError as exc:
+        _fail(args, exc)
     finally:
         app.close()
     _show(args, plan, applied=True)
@@ -86,7 +98,12 @@ def _show(args: argparse.Namespace, plan: Plan, applied: bool = False) -> None:
         print_json({**plan.to_json(), "applied": applied and not plan.empty})
         return
     if plan.empty:
-        print("No changes. The database matches the manifest.")
+        kept = any(c.action == "note" for c in plan.changes)
+        print(
+            "No changes. Kept as changed outside the manifest:"
+            if kept
+            else "No changes. The database matches the manifest."
+        )
     for change in plan.changes:
         print(change.describe())
     if not plan.empty:

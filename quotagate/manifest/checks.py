@@ -12,6 +12,15 @@ from quotagate.models_catalog import split_model
 Finding = tuple[str, str]
 
 
+class CrossReference(tuple[str, str]):
+    """A finding about another object (an unknown name, a missing rate): only meaningful when every object of
+    the manifest validated, so it is left out when parts were skipped for structural errors (see partial.py)."""
+
+
+def _cross(path: str, message: str) -> Finding:
+    return CrossReference((path, message))
+
+
 def check_references(manifest: Manifest) -> list[Finding]:
     return [
         *_features(manifest),
@@ -62,7 +71,7 @@ def _rate_card(m: Manifest) -> Iterator[Finding]:
     )
     for i, c in enumerate(cfg.cached_rates):
         if (c.provider, c.model) not in priced:
-            yield f"{base}.cached_rates[{i}].model", f"no rate for {c.provider.value}/{c.model} in rates"
+            yield _cross(f"{base}.cached_rates[{i}].model", f"no rate for {c.provider.value}/{c.model} in rates")
         if c.cache_read is None and c.cache_write is None:
             yield f"{base}.cached_rates[{i}]", "give cache_read and/or cache_write"
     for i, r in enumerate(cfg.rates):
@@ -88,14 +97,14 @@ def _gateway(m: Manifest) -> Iterator[Finding]:
     for i, r in enumerate(gw.routes):
         path = f"deployment.gateway.routes[{i}]"
         if r.upstream not in upstreams:
-            yield f"{path}.upstream", f"unknown upstream {r.upstream!r}"
+            yield _cross(f"{path}.upstream", f"unknown upstream {r.upstream!r}")
         if r.provider not in credentialed:
-            yield (
+            yield _cross(
                 f"{path}.provider",
                 f"no credential for provider {r.provider.value!r} in deployment.gateway.credentials",
             )
         if configured and r.provider not in configured:
-            yield (
+            yield _cross(
                 f"{path}.provider",
                 f"provider {r.provider.value!r} is not in deployment.configured_providers",
             )
@@ -167,7 +176,7 @@ def _quotas(m: Manifest, op: str, quotas: list[Quota], ids: dict[ScopeType, set[
             if q.monthly_spend_unit is None:
                 yield f"{qp}.monthly_spend_unit", "required with monthly_spend_limit"
             elif units and q.monthly_spend_unit not in units:
-                yield (
+                yield _cross(
                     f"{qp}.monthly_spend_unit",
                     f"{q.monthly_spend_unit!r} is not a rate unit of the rate card ({', '.join(sorted(units))})",
                 )
@@ -175,6 +184,8 @@ def _quotas(m: Manifest, op: str, quotas: list[Quota], ids: dict[ScopeType, set[
             yield f"{qp}.monthly_spend_unit", "only meaningful with monthly_spend_limit"
         for mi, model in enumerate(q.model_allowlist or []):
             yield from _known_model(m, f"{qp}.model_allowlist[{mi}]", model)
+        for mi, model in enumerate(q.applies_to_models or []):
+            yield from _known_model(m, f"{qp}.applies_to_models[{mi}]", model)
         identities.append((f"{qp}", quota_identity(q)))
     for path, message in _duplicates(identities, "quota"):
         yield path, message + "; give one of them a quota_id"
@@ -189,7 +200,7 @@ def _scope_reference(path: str, item: Quota | AlertRule, ids: dict[ScopeType, se
             if value is None:
                 yield f"{path}.{field}", f"required for scope_type {item.scope_type.value!r}"
             elif value not in ids[scope]:
-                yield f"{path}.{field}", f"unknown {scope.value} {value!r} in this organization"
+                yield _cross(f"{path}.{field}", f"unknown {scope.value} {value!r} in this organization")
         elif value is not None:
             yield f"{path}.{field}", f"not allowed for scope_type {item.scope_type.value!r}"
 
@@ -221,9 +232,9 @@ def _alerts(m: Manifest) -> Iterator[Finding]:
             yield from _scope_reference(rp, rule, ids)
             for i, name in enumerate(rule.receivers):
                 if name not in names:
-                    yield f"{rp}.receivers[{i}]", f"unknown receiver {name!r}"
+                    yield _cross(f"{rp}.receivers[{i}]", f"unknown receiver {name!r}")
             if not names:
-                yield f"{rp}.receivers", "the organization has no alert receivers"
+                yield _cross(f"{rp}.receivers", "the organization has no alert receivers")
             limit = _RULE_LIMIT.get(rule.kind)
             scope_id = scope_id_of(rule, org.organization_id)
             if limit and not any(
@@ -232,17 +243,17 @@ def _alerts(m: Manifest) -> Iterator[Finding]:
                 and getattr(q, limit) is not None
                 for q in org.quotas
             ):
-                yield rp, f"kind {rule.kind.value!r} needs a quota with {limit} on this scope"
+                yield _cross(rp, f"kind {rule.kind.value!r} needs a quota with {limit} on this scope")
 
 
 def _known_model(m: Manifest, path: str, model: str) -> Iterator[Finding]:
     cfg = m.cost_config
     if cfg is None:
-        yield path, f"model {model!r}: the manifest has no llm-cost rate card"
+        yield _cross(path, f"model {model!r}: the manifest has no llm-cost rate card")
         return
     provider, name = split_model(model)
     if not any(r.model == name and (provider is None or r.provider == provider) for r in cfg.rates):
-        yield path, f"model {model!r} has no rate in the rate card"
+        yield _cross(path, f"model {model!r} has no rate in the rate card")
 
 
 def quota_identity(q: Quota) -> str:
@@ -252,4 +263,6 @@ def quota_identity(q: Quota) -> str:
     target = q.project_id or q.client_id or q.key_id or "org"
     kinds = [k for k in ("rpm_limit", "tpm_limit", "monthly_spend_limit", "prepaid") if getattr(q, k)]
     models = ",".join(sorted(q.model_allowlist or []))
-    return f"{q.scope_type.value}:{target}:{'+'.join(kinds)}:{models}"
+    # Only quotas that use applies_to_models get the extra part, so existing derived ids stay the same.
+    applies = f":for={','.join(sorted(q.applies_to_models))}" if q.applies_to_models else ""
+    return f"{q.scope_type.value}:{target}:{'+'.join(kinds)}:{models}{applies}"

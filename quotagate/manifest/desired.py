@@ -42,6 +42,8 @@ class DesiredState:
     rows: dict[str, dict[str, Row]] = field(default_factory=dict)
     rate_card: RateCardRows | None = None
     deployment: Row = field(default_factory=dict)
+    # kind -> id -> where the object is in the manifest (`organizations[0].quotas[1]`), for error messages.
+    paths: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def desired_state(m: Manifest) -> DesiredState:
@@ -126,11 +128,12 @@ def desired_state(m: Manifest) -> DesiredState:
                 "prepaid": q.prepaid,
                 "enforcement_mode": q.enforcement_mode.value,
                 "model_allowlist": sorted(q.model_allowlist) if q.model_allowlist is not None else None,
+                "applies_to_models": sorted(q.applies_to_models) if q.applies_to_models is not None else None,
                 "notes": q.notes,
                 "status": "active",
             }
         _alert_rows(org, rows)
-    return DesiredState(rows=rows, rate_card=_rate_card(m), deployment=_deployment(m))
+    return DesiredState(rows=rows, rate_card=_rate_card(m), deployment=_deployment(m), paths=_paths(m))
 
 
 def _alert_rows(org: Organization, rows: dict[str, dict[str, Row]]) -> None:
@@ -228,3 +231,33 @@ def _deployment(m: Manifest) -> Row:
         "features": {f.name.value: f.enabled for f in d.enabled_features},
         "configured_providers": [p.value for p in d.configured_providers],
     }
+
+
+def _paths(m: Manifest) -> dict[str, dict[str, str]]:
+    """The manifest location of every object `desired_state` makes a row of, keyed like its rows."""
+    paths: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
+    gw = "deployment.gateway"
+    paths["upstream"] = {u.name: f"{gw}.upstreams[{i}]" for i, u in enumerate(m.deployment.gateway.upstreams)}
+    paths["route"] = {r.location: f"{gw}.routes[{i}]" for i, r in enumerate(m.deployment.gateway.routes)}
+    paths["credential"] = {
+        c.provider.value: f"{gw}.credentials[{i}]" for i, c in enumerate(m.deployment.gateway.credentials)
+    }
+    for oi, org in enumerate(m.organizations):
+        op = f"organizations[{oi}]"
+        paths["organization"][org.organization_id] = op
+        for pi, project in enumerate(org.projects):
+            pp = f"{op}.projects[{pi}]"
+            paths["project"][project.project_id] = pp
+            for ci, client in enumerate(project.clients):
+                cp = f"{pp}.clients[{ci}]"
+                paths["client"][client.client_id] = cp
+                for ki, key in enumerate(client.api_keys):
+                    paths["gateway_key"][key.key_id] = f"{cp}.api_keys[{ki}]"
+        for qi, q in enumerate(org.quotas):
+            paths["quota"][f"{org.organization_id}:{quota_identity(q)}"] = f"{op}.quotas[{qi}]"
+        if org.alerts is not None:
+            for i, r in enumerate(org.alerts.receivers):
+                paths["alert_receiver"][f"{org.organization_id}:{r.name}"] = f"{op}.alerts.receivers[{i}]"
+            for i, rule in enumerate(org.alerts.rules):
+                paths["alert_rule"][f"{org.organization_id}:{rule.rule_id}"] = f"{op}.alerts.rules[{i}]"
+    return paths

@@ -6,7 +6,6 @@ naming an upstream) are checked by :mod:`quotagate.manifest.checks`.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -15,10 +14,11 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from quotagate.apis import Provider
-from quotagate.governance.actors import ActorPolicy
+from quotagate.governance.actors import ActorPolicy, NoncePolicy
 from quotagate.governance.alert_rules import AlertFormat, AlertKind
 from quotagate.governance.ip import parse_network
 from quotagate.governance.policy import PromptLogMode
+from quotagate.governance.redaction import check_custom_pattern
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 Slug = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
@@ -38,10 +38,7 @@ def _cidr(value: str) -> str:
 
 
 def _regex(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
+    check_custom_pattern(value)  # compiles as the writer runs it, and refuses catastrophic backtracking
     return value
 
 
@@ -203,6 +200,8 @@ class ActorSettings(Strict):
 
     policy: ActorPolicy = ActorPolicy.OFF
     signing_secret: EnvRef | None = None
+    # required: only v2 signatures (with a nonce, each accepted once); optional: v1 (window only) too
+    nonce: NoncePolicy = NoncePolicy.OPTIONAL
 
     @model_validator(mode="after")
     def _secret_when_on(self) -> ActorSettings:
@@ -272,8 +271,20 @@ class Quota(Strict):
     monthly_spend_unit: str | None = None
     prepaid: bool = False  # ext: requests must be covered by the scope's prepaid credit balance
     enforcement_mode: EnforcementMode = EnforcementMode.ENFORCE
+    # Restricts the scope to these models *and* limits only requests for them (seed 003).
     model_allowlist: list[ModelName] | None = None
+    # ext: the limits count only requests for these models; other models are neither limited nor refused by it.
+    applies_to_models: Annotated[list[ModelName], Field(min_length=1)] | None = None
     notes: str | None = None
+
+    @model_validator(mode="after")
+    def _one_model_selector(self) -> Quota:
+        if self.model_allowlist is not None and self.applies_to_models is not None:
+            raise ValueError(
+                "model_allowlist and applies_to_models are exclusive: model_allowlist already limits only its "
+                "models (and refuses the others); use applies_to_models to limit some models without refusing any"
+            )
+        return self
 
 
 Percent = Annotated[int, Field(ge=1, le=1000)]

@@ -59,8 +59,8 @@ class StoreBaseline:
                 .where(UsageEvent.started_at >= start, UsageEvent.started_at < end)
                 .where(UsageEvent.decision == "allowed")
             )
-            if quota.model_allowlist is not None:
-                models = {split_model(m)[1] for m in quota.model_allowlist}
+            if quota.limited_models is not None:
+                models = {split_model(m)[1] for m in quota.limited_models}
                 query = query.where(UsageEvent.model_served.in_(models) | UsageEvent.model_requested.in_(models))
             out[cid] = int(session.scalar(query) or 0)
         for cid in wanted - out.keys():

@@ -44,7 +44,7 @@ def set_provider_key(
     before = {"source": row.source, "version": row.key_version}
     row.ciphertext = box.seal(secret, provider.value)
     row.source = "stored"
-    row.env_var = None
+    # env_var stays: it is the manifest's `env:VAR`, used again after `clear_provider_key`.
     row.key_version = (row.key_version or 0) + 1
     row.updated_at = now
     record_admin_action(
@@ -59,3 +59,33 @@ def set_provider_key(
     )
     bump_config_version(session, now)
     return row.key_version
+
+
+def clear_provider_key(session: Session, provider: Provider, *, actor: str, now: datetime | None = None) -> str:
+    """Forget the stored key: the provider's `env:VAR` reference (from the manifest) is used again. Returns VAR."""
+    now = now or datetime.now(UTC)
+    row = session.get(ProviderCredential, provider.value)
+    if row is None or row.ciphertext is None:
+        raise ConfigError(f"no key is stored for {provider.value}")
+    if row.env_var is None:
+        raise ConfigError(
+            f"{provider.value} has no env:VAR reference to fall back to (the manifest declares it `stored`, or "
+            "does not list it): store a new key with `quotagate upstream set-key` instead"
+        )
+    before = {"source": row.source, "version": row.key_version}
+    row.ciphertext = None
+    row.source = "env"
+    row.key_version += 1
+    row.updated_at = now
+    record_admin_action(
+        session,
+        actor=actor,
+        action="upstream.clear_key",
+        target_type="provider_credential",
+        target_id=provider.value,
+        before=before,
+        after={"source": "env", "env_var": row.env_var, "version": row.key_version},
+        at=now,
+    )
+    bump_config_version(session, now)
+    return row.env_var

@@ -1,7 +1,14 @@
-"""Engines and migrations. SQLite runs in WAL mode; the schema is upgraded on first start of an empty database."""
+"""Engines and migrations. SQLite runs in WAL mode; the schema is upgraded on first start of an empty database.
+
+Several processes may start on one empty database at once (`serve --workers N`, a fleet of containers):
+migrations run while holding the database's migration lock (PostgreSQL: a transaction-level advisory lock;
+SQLite: the write lock, BEGIN IMMEDIATE), in that same transaction, and the revision is read again once the
+lock is held, so one process migrates and the others find the schema current."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -9,13 +16,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from quotagate.errors import BackendUnavailable, ConfigError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# pg_advisory_xact_lock key of schema migrations: any constant, the same in every Quotagate process.
+MIGRATION_LOCK_ID = 0x51475F4D  # "QG_M"
 
 
 def make_engine(url: str) -> Engine:
@@ -55,28 +64,47 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine, connection: Connection | None = None) -> Config:
+    """Alembic's config; with `connection`, migrations run on it, inside its open transaction."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
+    cfg.attributes["connection"] = connection
     return cfg
 
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return _revision(conn)
+
+
+def _revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
 
 
 def head_revision(engine: Engine) -> str | None:
     return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
 
 
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that holds the database's migration lock until it commits."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+            yield conn
+    else:
+        with engine.execution_options(immediate=True).begin() as conn:  # BEGIN IMMEDIATE: the write lock
+            yield conn
+
+
 def upgrade(engine: Engine) -> tuple[str | None, str | None]:
-    """Migrate to the newest schema; returns (before, after) revisions."""
+    """Migrate to the newest schema under the migration lock; returns (before, after) revisions."""
     try:
-        before = current_revision(engine)
-        command.upgrade(alembic_config(engine), "head")
-        return before, current_revision(engine)
+        with _migration_lock(engine) as conn:
+            before = _revision(conn)
+            command.upgrade(alembic_config(engine, conn), "head")
+            return before, _revision(conn)
     except OperationalError as exc:
         raise BackendUnavailable(f"database unreachable: {exc.orig}") from exc
 
@@ -84,14 +112,21 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
 def ensure_schema(engine: Engine) -> None:
     """Upgrade an empty database automatically; refuse to run on an out-of-date non-empty one."""
     try:
+        head = head_revision(engine)
         current = current_revision(engine)
         if current is None:
-            if inspect(engine).get_table_names():
-                raise ConfigError("the database has tables but no Quotagate schema version; is it the right database?")
-            upgrade(engine)
-        elif current != head_revision(engine):
+            with _migration_lock(engine) as conn:
+                current = _revision(conn)  # another process may have migrated while we waited for the lock
+                if current is None:
+                    if inspect(conn).get_table_names():
+                        raise ConfigError(
+                            "the database has tables but no Quotagate schema version; is it the right database?"
+                        )
+                    command.upgrade(alembic_config(engine, conn), "head")
+                    current = _revision(conn)
+        if current != head:
             raise ConfigError(
-                f"database schema is at {current}, this Quotagate needs {head_revision(engine)}: run `quotagate db upgrade`"
+                f"database schema is at {current}, this Quotagate needs {head}: run `quotagate db upgrade`"
             )
     except OperationalError as exc:
         raise BackendUnavailable(f"database unreachable: {exc.orig}") from exc

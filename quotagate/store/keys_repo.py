@@ -12,7 +12,7 @@ from quotagate.errors import ConfigError, NotFoundError
 from quotagate.identity.credentials import Credential, SecretHasher, new_secret
 from quotagate.store.audit import record_admin_action
 from quotagate.store.config_state import bump_config_version
-from quotagate.store.tables import Client, GatewayKey, Organization, Project
+from quotagate.store.tables import AdminAuditEvent, Client, GatewayKey, Organization, Project
 
 
 @dataclass(frozen=True)
@@ -61,15 +61,25 @@ def issue_key(
     *,
     actor: str,
     expires_at: datetime | None = None,
+    replace: bool = False,
     now: datetime | None = None,
 ) -> Credential:
-    """Generate a secret for `key_id` (replacing any old one at once) and return the full credential once."""
+    """Generate a secret for `key_id` and return the full credential once.
+
+    A key that already has a secret keeps it unless `replace` is given: replacing cuts off every client
+    using the old secret at once, which `rotate_key` (with a grace period) avoids."""
     now = now or datetime.now(UTC)
     key = _get(session, key_id)
     if key.status in {"revoked", "disabled"}:
         raise ConfigError(f"key {key_id!r} is {key.status}; it cannot be issued")
+    if key.secret_hash is not None and not replace:
+        raise ConfigError(
+            f"key {key_id!r} already has a secret: `quotagate keys rotate {key_id}` replaces it and keeps the old "
+            f"one valid for a grace period; `quotagate keys issue {key_id} --replace` replaces it at once"
+        )
     if expires_at is not None and expires_at <= now:
         raise ConfigError("--expires must be in the future")
+    replaced = key.secret_hash is not None
     secret = new_secret()
     key.secret_hash = hasher.hash(key_id, secret)
     key.previous_secret_hash = None
@@ -85,7 +95,8 @@ def issue_key(
         target_type="gateway_key",
         target_id=key_id,
         organization_id=key.organization_id,
-        after={"expires_at": _iso(key.expires_at)},
+        # expires_at only when this call set it: the audit trail tells who owns a key's expiry (field_owner).
+        after={"replaced": replaced, **({"expires_at": _iso(expires_at)} if expires_at is not None else {})},
         at=now,
     )
     bump_config_version(session, now)
@@ -144,6 +155,10 @@ def set_key_status(session: Session, key_id: str, verb: str, *, actor: str, now:
         return target
     if key.status not in allowed_from:
         raise ConfigError(f"cannot {verb} key {key_id!r}: it is {key.status}")
+    if verb == "resume" and key.managed_by == "manifest" and field_owner(session, key_id, "status") == "manifest":
+        raise ConfigError(
+            f"key {key_id!r} is suspended by the manifest: set its status to active there and apply the manifest"
+        )
     before = key.status
     key.status = target
     if target == "revoked":
@@ -163,6 +178,23 @@ def set_key_status(session: Session, key_id: str, verb: str, *, actor: str, now:
     )
     bump_config_version(session, now)
     return target
+
+
+def field_owner(session: Session, key_id: str, field: str) -> str:
+    """Who last set `field` of the key: "manifest" (an apply) or "runtime" (the CLI or the admin API).
+
+    Read from the audit trail, where every change records the fields it set. A restriction is lifted only by
+    whoever set it: `keys resume` does not undo the manifest's `suspended`, an apply does not undo
+    `keys suspend` or `keys issue --expires` (docs/manifest.md, "Who owns what")."""
+    events = session.execute(
+        select(AdminAuditEvent.action, AdminAuditEvent.after)
+        .where(AdminAuditEvent.target_type == "gateway_key", AdminAuditEvent.target_id == key_id)
+        .order_by(AdminAuditEvent.id.desc())
+    )
+    for action, after in events:
+        if after and field in after:
+            return "manifest" if action.startswith("manifest.") else "runtime"
+    return "manifest"
 
 
 def list_keys(session: Session, organization: str | None = None) -> list[KeyInfo]:

@@ -19,7 +19,15 @@ from quotagate.store.paging_repo import keyset_page
 from quotagate.store.tables import Client, GatewayKey, Project, Quota, RateCardEntry
 from quotagate.store.tenancy_repo import find_org
 
-LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "monthly_spend_limit", "monthly_spend_unit", "prepaid", "model_allowlist")
+LIMIT_FIELDS = (
+    "rpm_limit",
+    "tpm_limit",
+    "monthly_spend_limit",
+    "monthly_spend_unit",
+    "prepaid",
+    "model_allowlist",
+    "applies_to_models",
+)
 EDITABLE = (*LIMIT_FIELDS, "enforcement_mode", "notes", "status")
 
 
@@ -37,6 +45,7 @@ def quota_json(q: Quota) -> dict[str, Any]:
         "prepaid": q.prepaid,
         "enforcement_mode": q.enforcement_mode,
         "model_allowlist": q.model_allowlist,
+        "applies_to_models": q.applies_to_models,
         "notes": q.notes,
         "status": q.status,
         "managed_by": q.managed_by,
@@ -105,7 +114,7 @@ def list_quotas(
 
 
 def _limit_columns(session: Session, values: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in values.items() if k not in {"monthly_spend_limit", "model_allowlist"}}
+    out = {k: v for k, v in values.items() if k not in {"monthly_spend_limit", "model_allowlist", "applies_to_models"}}
     if "monthly_spend_limit" in values:
         limit: Decimal | None = values["monthly_spend_limit"]
         try:
@@ -115,9 +124,10 @@ def _limit_columns(session: Session, values: dict[str, Any]) -> dict[str, Any]:
         if nanos is not None and nanos >= MAX_NANOS:
             raise ConfigError(f"monthly_spend_limit: must be below {units(MAX_NANOS)} (exact counter range)")
         out["monthly_spend_nanos"] = nanos
-    if "model_allowlist" in values:
-        models = values["model_allowlist"]
-        out["model_allowlist"] = None if models is None else check_models(session, models)
+    for field in ("model_allowlist", "applies_to_models"):
+        if field in values:
+            models = values[field]
+            out[field] = None if models is None else check_models(session, models)
     return out
 
 
@@ -125,6 +135,11 @@ def _check_limits(q: Quota) -> None:
     limits = (q.rpm_limit, q.tpm_limit, q.monthly_spend_nanos, q.model_allowlist)
     if all(v is None for v in limits) and not q.prepaid:
         raise ConfigError("a quota needs one of rpm_limit, tpm_limit, monthly_spend_limit, prepaid or model_allowlist")
+    if q.model_allowlist is not None and q.applies_to_models is not None:
+        raise ConfigError(
+            "model_allowlist and applies_to_models are exclusive: model_allowlist already limits only its models "
+            "(and refuses the others); use applies_to_models to limit some models without refusing any"
+        )
     if q.monthly_spend_nanos is not None and q.monthly_spend_unit is None:
         raise ConfigError("monthly_spend_unit is required with monthly_spend_limit")
     if q.monthly_spend_nanos is None and q.monthly_spend_unit is not None:

@@ -76,6 +76,7 @@ def load_snapshot(session: Session) -> Snapshot:
                 unit=q.monthly_spend_unit,
                 prepaid=q.prepaid,
                 model_allowlist=_bare(q.model_allowlist),
+                applies_to_models=_bare(q.applies_to_models),
             )
         )
     prices: dict[tuple[Provider, str], Price] = {}

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 
 from quotagate.app import open_app
 from quotagate.cli.main import main
 from quotagate.identity.authenticate import AuthFailure, Identity, authenticate
 from quotagate.identity.credentials import Credential, SecretHasher, parse_credential
 from quotagate.store import keys_repo
+from quotagate.store.database import Database
 from quotagate.store.snapshot_loader import load_snapshot
+from quotagate.store.tables import GatewayKey
 from tests.conftest import EXAMPLES
+from tests.store.test_manifest_apply import dump_db
 
 KEY = "da-sk-acme-team"
 
@@ -137,8 +142,6 @@ def test_list_never_shows_secrets(applied: str, capsys: pytest.CaptureFixture[st
 
 
 def test_only_a_hash_is_stored(applied: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.store.test_manifest_apply import dump_db
-
     raw = issue(capsys)
     assert raw.partition(".")[2] not in repr(dump_db(applied))
 
@@ -159,3 +162,122 @@ def test_repo_refuses_expiry_in_the_past(applied: str) -> None:
         keys_repo.issue_key(session, app.hasher, KEY, actor="t", expires_at=datetime.now(UTC) - timedelta(1))
     app.close()
     assert repr(Credential(KEY, "secret-value-xyz")).count("secret-value-xyz") == 0
+
+
+def _manifest_with_key(tmp_path: Path, name: str, **fields: object) -> Path:
+    """The seed manifest with `fields` set on its key."""
+    doc = yaml.safe_load((EXAMPLES / "acme-team.yaml").read_text())
+    key = doc["organizations"][0]["projects"][0]["clients"][0]["api_keys"][0]
+    for field, value in fields.items():
+        if value is None:
+            key.pop(field, None)
+        else:
+            key[field] = value
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _stored_key(url: str) -> GatewayKey:
+    db = Database(url)
+    with db.read() as session:
+        key = session.get_one(GatewayKey, KEY)
+        session.expunge(key)
+    db.close()
+    return key
+
+
+def test_reapplying_keeps_a_suspension_and_an_expiry_set_through_the_cli(
+    applied: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = issue(capsys, "--expires", "1h")
+    assert run(["keys", "suspend", KEY]) == 0
+    expires = _stored_key(applied).expires_at
+    assert expires is not None
+    before = dump_db(applied)
+    capsys.readouterr()
+    assert run(["manifest", "apply", str(EXAMPLES / "acme-team.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        "No changes. Kept as changed outside the manifest:",
+        f"! gateway_key {KEY} (suspended outside the manifest: `quotagate keys resume {KEY}` re-enables it)",
+    ]
+    assert dump_db(applied) == before
+    assert check(raw) is AuthFailure.KEY_SUSPENDED
+    assert run(["keys", "resume", KEY]) == 0
+    assert run(["manifest", "apply", str(EXAMPLES / "acme-team.json")]) == 0
+    assert "No changes. The database matches the manifest." in capsys.readouterr().out
+    assert isinstance(check(raw), Identity)
+    assert _stored_key(applied).expires_at == expires
+    assert check(raw, expires + timedelta(seconds=1)) is AuthFailure.KEY_EXPIRED
+
+
+def test_the_manifest_lifts_only_its_own_suspension(
+    applied: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = issue(capsys)
+    suspended = _manifest_with_key(tmp_path, "suspended.yaml", status="suspended")
+    assert run(["manifest", "apply", str(suspended)]) == 0
+    assert check(raw) is AuthFailure.KEY_SUSPENDED
+    capsys.readouterr()
+    assert run(["keys", "resume", KEY]) == 2  # the manifest's suspension is the manifest's to lift
+    assert "is suspended by the manifest: set its status to active there" in capsys.readouterr().err
+    assert check(raw) is AuthFailure.KEY_SUSPENDED
+    assert run(["manifest", "apply", str(EXAMPLES / "acme-team.yaml")]) == 0
+    assert isinstance(check(raw), Identity)
+    # The manifest can always make a key stricter, even over a resume done through the CLI.
+    assert run(["keys", "suspend", KEY]) == 0
+    assert run(["keys", "resume", KEY]) == 0
+    assert run(["manifest", "apply", str(suspended)]) == 0
+    assert check(raw) is AuthFailure.KEY_SUSPENDED
+
+
+def test_an_expiry_in_the_manifest_is_the_manifests(
+    applied: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    declared = datetime(2031, 1, 31, tzinfo=UTC)
+    with_expiry = _manifest_with_key(tmp_path, "expiring.yaml", expires_at="2031-01-31T00:00:00Z")
+    assert run(["manifest", "apply", str(with_expiry)]) == 0
+    assert _stored_key(applied).expires_at == declared
+    issue(capsys, "--expires", "1h")
+    assert _stored_key(applied).expires_at != declared
+    capsys.readouterr()
+    assert run(["manifest", "apply", str(with_expiry)]) == 0  # the manifest sets one: the manifest's wins
+    assert "expires_at:" in capsys.readouterr().out
+    assert _stored_key(applied).expires_at == declared
+    # The manifest dropping its own expiry clears it (one set with `keys issue --expires` would stay).
+    assert run(["manifest", "apply", str(EXAMPLES / "acme-team.yaml")]) == 0
+    assert _stored_key(applied).expires_at is None
+
+
+def test_a_revoked_key_left_out_of_the_manifest_stays_revoked(
+    applied: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = issue(capsys)
+    assert run(["keys", "revoke", KEY]) == 0
+    doc = yaml.safe_load((EXAMPLES / "acme-team.yaml").read_text())
+    doc["organizations"][0]["projects"][0]["clients"][0]["api_keys"] = []
+    without = tmp_path / "without.yaml"
+    without.write_text(yaml.safe_dump(doc, sort_keys=False))
+    capsys.readouterr()
+    assert run(["manifest", "apply", str(without)]) == 0
+    assert f"gateway_key {KEY}" not in capsys.readouterr().out  # revoked is already stronger than disabled
+    assert run(["manifest", "apply", str(EXAMPLES / "acme-team.yaml")]) == 0
+    assert _stored_key(applied).status == "revoked"
+    assert check(raw) is AuthFailure.KEY_REVOKED
+
+
+def test_issue_does_not_silently_replace_a_live_secret(applied: str, capsys: pytest.CaptureFixture[str]) -> None:
+    old = issue(capsys)
+    before = dump_db(applied)
+    assert run(["keys", "issue", KEY]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert f"key '{KEY}' already has a secret: `quotagate keys rotate {KEY}`" in out.err
+    assert f"`quotagate keys issue {KEY} --replace`" in out.err
+    assert dump_db(applied) == before
+    assert isinstance(check(old), Identity)
+    new = issue(capsys, "--replace")
+    assert new != old
+    assert isinstance(check(new), Identity)
+    assert check(old) is AuthFailure.INVALID_CREDENTIAL  # replaced at once, unlike `keys rotate`

@@ -12,8 +12,11 @@ from sqlalchemy import select
 
 from quotagate.cli.main import main
 from quotagate.store import tables as t
+from quotagate.store import tenancy_repo
 from quotagate.store.database import Database
 from tests.conftest import EXAMPLES
+from tests.manifest.test_bad_manifests import BAD, expected_error
+from tests.support.pg import PgDatabases
 
 
 def run(argv: list[str]) -> int:
@@ -67,14 +70,143 @@ def test_plan_changes_nothing(use_database: str, capsys: pytest.CaptureFixture[s
     assert dump_db(use_database) == before
 
 
-BAD = Path(__file__).parent.parent / "manifest" / "bad"
+BAD_CASES = sorted(BAD.iterdir())
 
 
-@pytest.mark.parametrize("bad", ["duplicate-key-id.yaml", "quota-unknown-project.yaml", "negative-price.yaml"])
-def test_invalid_manifest_changes_nothing(bad: str, use_database: str) -> None:
+def _apply_bad(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`manifest apply` of a bad fixture exits 2 with exactly its one expected error."""
+    capsys.readouterr()
+    assert run(["manifest", "apply", str(path)]) == 2
+    out = capsys.readouterr()
+    assert (out.out, out.err) == ("", f"{path}: 1 error(s)\n  {expected_error(path)}\n")
+
+
+@pytest.mark.parametrize("bad", BAD_CASES, ids=[p.name for p in BAD_CASES])
+def test_every_bad_manifest_fails_with_its_error_and_changes_nothing(
+    bad: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'bad.db'}"
+    monkeypatch.setenv("QUOTAGATE_DATABASE_URL", url)
     assert run(["manifest", "apply", str(EXAMPLES / "acme-team.yaml")]) == 0
+    before = dump_db(url)
+    _apply_bad(bad, capsys)
+    assert dump_db(url) == before
+
+
+@pytest.mark.postgres
+def test_bad_manifests_change_nothing_on_postgresql(
+    pg_databases: PgDatabases, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = pg_databases.new_database()
+    monkeypatch.setenv("QUOTAGATE_DATABASE_URL", url)
+    assert run(["manifest", "apply", str(EXAMPLES / "acme-team.yaml")]) == 0
+    before = dump_db(url)
+    for bad in BAD_CASES:
+        _apply_bad(bad, capsys)
+    assert dump_db(url) == before
+
+
+def _conflict(path: Path, use_database: str, capsys: pytest.CaptureFixture[str], *problems: str) -> None:
+    """Applying `path` exits 2 listing exactly `problems` (path: message), and changes nothing."""
     before = dump_db(use_database)
-    assert run(["manifest", "apply", str(BAD / bad)]) == 2
+    capsys.readouterr()
+    assert run(["manifest", "apply", str(path)]) == 2
+    lines = "".join(f"  {p}\n" for p in problems)
+    heading = f"{path}: the manifest conflicts with the database: {len(problems)} error(s)\n"
+    assert capsys.readouterr().err == heading + lines
+    assert run(["manifest", "plan", str(path)]) == 2
+    assert dump_db(use_database) == before
+
+
+ORG = "10000000-0000-0000-0000-000000000001"
+PROJECT = "10000000-0000-0000-0001-000000000001"
+
+
+def test_a_slug_held_by_another_organization_is_a_path_precise_error(
+    use_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["manifest", "apply", str(EXAMPLES / "acme-team.yaml")]) == 0
+    # A new organization id with the old one's slug: the old row (disabled, not deleted) keeps the slug.
+    path = _edited(tmp_path, lambda d: d["organizations"][0].__setitem__("organization_id", "org-new-acme"))
+    _conflict(
+        path,
+        use_database,
+        capsys,
+        f"organizations[0].organization_slug: slug 'acme' is already used by organization '{ORG}' in the database",
+    )
+
+
+def test_rows_created_through_the_admin_api_are_not_taken_over(
+    use_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = Database(use_database)
+    with db.transaction() as session:
+        values = {"organization_id": "org-api", "organization_slug": "from-api", "organization_name": "API"}
+        tenancy_repo.create(session, tenancy_repo.ORGANIZATION, {**values, "status": "active"}, None, actor="t")
+        project = {"project_id": "proj-api", "organization_id": "org-api", "project_slug": "p", "project_name": "P"}
+        tenancy_repo.create(session, tenancy_repo.PROJECT, {**project, "status": "active"}, None, actor="t")
+    db.close()
+
+    def reuse_api_ids(doc: dict[str, Any]) -> None:
+        org = doc["organizations"][0]
+        org["organization_id"] = "org-api"
+        org["organization_slug"] = "from-api"
+        for quota in org["quotas"]:
+            quota["project_id"] = "proj-api"
+        org["projects"][0]["project_id"] = "proj-api"
+
+    _conflict(
+        _edited(tmp_path, reuse_api_ids),
+        use_database,
+        capsys,
+        "organizations[0].organization_id: organization 'org-api' already exists, created through the admin API; "
+        "a manifest cannot take it over: use another id",
+        "organizations[0].projects[0].project_id: project 'proj-api' already exists, created through the admin API; "
+        "a manifest cannot take it over: use another id",
+    )
+
+
+def test_a_project_slug_held_by_another_project_of_the_organization(
+    use_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["manifest", "apply", str(EXAMPLES / "acme-team.yaml")]) == 0
+    db = Database(use_database)
+    with db.transaction() as session:
+        project = {"project_id": "proj-api", "organization_id": ORG, "project_slug": "research", "project_name": "R"}
+        tenancy_repo.create(session, tenancy_repo.PROJECT, {**project, "status": "active"}, None, actor="t")
+    db.close()
+    path = _edited(tmp_path, lambda d: d["organizations"][0]["projects"][0].__setitem__("project_slug", "research"))
+    _conflict(
+        path,
+        use_database,
+        capsys,
+        "organizations[0].projects[0].project_slug: slug 'research' is already used by project 'proj-api' of this "
+        "organization in the database",
+    )
+
+
+def test_a_clash_found_only_while_writing_is_a_clear_error_and_changes_nothing(
+    use_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two organizations swapping slugs in one apply: the database refuses the first update; exit 2, no traceback."""
+
+    def two_orgs(doc: dict[str, Any]) -> None:
+        second = yaml.safe_load(yaml.safe_dump(doc["organizations"][0]))
+        second.update(organization_id="org-two", organization_slug="two", quotas=[], projects=[])
+        doc["organizations"].append(second)
+
+    assert run(["manifest", "apply", str(_edited(tmp_path, two_orgs))]) == 0
+    before = dump_db(use_database)
+
+    def swapped(doc: dict[str, Any]) -> None:
+        two_orgs(doc)
+        doc["organizations"][0]["organization_slug"], doc["organizations"][1]["organization_slug"] = "two", "acme"
+
+    capsys.readouterr()
+    assert run(["manifest", "apply", str(_edited(tmp_path, swapped))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("quotagate: error: the manifest clashes with rows in the database (")
+    assert err.rstrip().endswith("); nothing was changed") and "Traceback" not in err
     assert dump_db(use_database) == before
 
 
