@@ -54,7 +54,8 @@ class ReservationRequest:
     cost_nanos: int  # worst-case cost
     now: float  # epoch seconds (injected, so window edges are deterministic in tests)
     month: str  # calendar month key of `now` in the spend time zone, e.g. "2026-11"
-    ttl_s: int  # after this, an unsettled reservation is swept
+    ttl_s: int  # after this, an unsettled reservation is swept (unless its meter extends it)
+    note: str = ""  # opaque, kept with the reservation and returned by expired(): what the sweeper needs to charge it
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,8 @@ class Settlement:
     tokens: int  # actual tokens (all classes)
     cost_nanos: int  # actual charged cost
     admission: Admission | None = None  # None: a reservation that is gone is left alone (the sweeper's settle)
+    # The sweeper's estimate for a request whose response nobody saw: a later real settlement corrects it once.
+    provisional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +118,7 @@ class ExpiredReservation:
     tokens: int
     cost_nanos: int
     created_at: float
+    note: str = ""  # the note of its ReservationRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +164,18 @@ class Counters(Protocol):
         counted as lost: the actual tokens go to the TPM windows of the admission minute that exist, the actual
         cost to the spend counters of the month and out of the credit balances (seeded first when missing, like
         ``reserve``), and False is returned. Settling a reservation that ``expired()`` claimed leaves a marker for
-        the rest of the reservation's lifetime, so a late settlement of a swept request is never counted twice."""
+        the rest of the reservation's lifetime, so a late settlement of a swept request is never counted twice.
+
+        A ``provisional`` settlement (the sweeper's estimate: nobody saw the response) leaves a marker holding its
+        figures instead: the first later settlement that is not provisional (the real figures arrived after all)
+        replaces them, adding ``actual - provisional`` to the same counters, and returns True; any settlement after
+        that is ignored. A provisional settlement of a reservation settled before does nothing."""
+        ...
+
+    async def extend(self, org_id: str, reservation_id: str, expires_at: float) -> bool:
+        """Move an outstanding reservation's expiry to ``expires_at`` (never earlier): its request is still being
+        metered (a long stream), so it must not be swept. False, changing nothing, when the reservation is not
+        outstanding or ``expired()`` has already claimed it."""
         ...
 
     async def expired(self, now: float, limit: int = 1000) -> list[ExpiredReservation]:

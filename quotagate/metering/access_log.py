@@ -1,9 +1,16 @@
-"""One JSON access-log line per request, with the fields of seed 003's `log_format` (plus a few more)."""
+"""One JSON access-log line per request, with the fields of seed 003's `log_format` (plus a few more).
+
+Swept requests (their process died) get a line too, from the process that swept them. `configure_access_log`
+gives the `quotagate.access` logger a stream of its own that carries the bare JSON object, one per line, so the
+access log can be parsed line by line however the process's other logging is formatted.
+"""
 
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 
@@ -21,7 +28,8 @@ def access_line(e: UsageRecord) -> dict[str, object]:
         else ""
     )
     return {
-        "time": datetime.fromtimestamp(e.started_at, UTC).isoformat(timespec="milliseconds"),
+        # When the request ended, like nginx's $time_iso8601 (written when the request is logged).
+        "time": datetime.fromtimestamp(e.finished_at or e.started_at, UTC).isoformat(timespec="milliseconds"),
         "request_id": e.request_id,
         "org": e.org_id or "",
         "project": e.project_id or "",
@@ -46,6 +54,25 @@ def access_line(e: UsageRecord) -> dict[str, object]:
 
 def format_units_exact(value: object) -> str:
     return format(value, "f")
+
+
+def configure_access_log(path: Path | None = None) -> logging.Handler:
+    """Send access lines, bare (no time, level or logger prefix), to `path` (appended) or standard error, and
+    nowhere else. On at INFO whatever the process's log level: the access log is a record, not diagnostics."""
+    handler: logging.Handler
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")  # append mode: several workers may share the file
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for old in list(log.handlers):
+        log.removeHandler(old)
+        old.close()
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return handler
 
 
 class AccessLogSink:

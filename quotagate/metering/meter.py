@@ -17,6 +17,7 @@ from quotagate.gateway.config import ConfigCache
 from quotagate.gateway.ticket import Ticket
 from quotagate.governance.content import ContentSink
 from quotagate.limits.model import Admission, Counters, Settlement
+from quotagate.metering.keepalive import OpenReservations
 from quotagate.metering.record import NO_COST, CostBreakdown, UsageRecord, UsageSink
 from quotagate.policy import limit_checks, quotas_of
 from quotagate.pricing import cost_of
@@ -36,6 +37,7 @@ class MeterServices:
     clock: Callable[[], float] = time.time
     content: ContentSink | None = None  # logged prompts: gets the response text (per project policy)
     spend_timezone: str = "UTC"  # whose calendar month a request's spend counts in (Settings.spend_timezone)
+    open_reservations: OpenReservations | None = None  # keeps an open meter's reservation from being swept
 
 
 class Meter:
@@ -46,6 +48,8 @@ class Meter:
         self._parser: UsageParser | None = None
         self._first_byte_at: float | None = None
         self._finished: UsageRecord | None = None
+        if services.open_reservations is not None and ticket.reservation_id:
+            services.open_reservations.add(ticket.org_id, ticket.reservation_id, ticket.started_at, self)
 
     def response_headers(self, status: int, content_type: str | None) -> None:
         self._status = status
@@ -68,7 +72,11 @@ class Meter:
         return self._finished is not None
 
     async def finish(self, *, error: str | None = None) -> UsageRecord:
-        """Price what happened, settle the reservation, record the event. Idempotent; never raises.
+        """Price what happened, record the event durably, then settle the reservation. Idempotent; never raises.
+
+        Recording comes first: a process killed between the two leaves a spooled event and an unsettled
+        reservation, which the sweeper settles with the event's figures. (The other order would leave settled
+        counters and no event at all.)
 
         `error` says the exchange ended abnormally (client disconnect, upstream reset); a stream that
         ended without its terminal event is charged for what was generated, marked `estimated`."""
@@ -117,11 +125,13 @@ class Meter:
         self._finished = record
         if self._services.content is not None:
             self._services.content.response(t, (result.output_text or result.error or "") if result else "")
-        await self._settle(record)
         try:
             self._services.sink.record(record)
         except Exception:
             log.exception("usage event %s could not be spooled", t.request_id)
+        if self._services.open_reservations is not None and t.reservation_id:
+            self._services.open_reservations.discard(t.org_id, t.reservation_id)
+        await self._settle(record)
         return record
 
     def _usage(self, result: ParseResult | None, error: str | None) -> tuple[Usage, str | None]:

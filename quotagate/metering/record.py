@@ -21,6 +21,7 @@ class CostBreakdown:
 
 
 NO_COST = CostBreakdown()
+SWEPT_TAG = "swept"  # tags["swept"] == "1": a sweeper's event (see UsageRecord.swept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,11 @@ class UsageRecord:
     error: str | None = None
     remaining_requests: int | None = None  # tightest RPM headroom after admission (access log)
     remaining_tokens: int | None = None  # tightest TPM headroom after admission (access log)
+
+    @property
+    def swept(self) -> bool:
+        """Recorded by the sweeper: nobody saw the response, its figures are an estimate the real ones replace."""
+        return self.tags.get(SWEPT_TAG) == "1"
 
     def to_json(self) -> dict[str, Any]:
         u, c = self.usage, self.cost

@@ -26,6 +26,11 @@ Decisions where ``quotagate/limits/model.py`` leaves room (the same in both back
   processes; the reservation itself stays for the caller's ``settle`` (recorded or estimated figures), which
   then works once like any other. Until settled, the counters hold the reserved worst case; a reservation
   still outstanding (claimed or not) keeps its id.
+* ``extend`` only moves an expiry later, and only of an outstanding reservation nobody claimed; Redis lengthens the
+  reservation hash's lifetime by the same amount, so it still outlives its expiry by ``RESERVATION_MARGIN_S``.
+* A provisional (sweeper's) settlement of a reservation leaves a marker with its figures and counter keys for the
+  rest of the reservation's lifetime; the first real settlement within it applies ``real - provisional``. After
+  the marker is gone, a late settlement is a lost one (counted only when it carries its admission).
 * A lost reservation (``Counters.settle``) is recognized by its absence: neither outstanding nor marked as a
   settled claim. Its TPM window is the admission minute's, adjusted only if it exists (like a settlement); spend
   and credit counters are seeded when missing, then charged the actual cost as if 0 had been reserved. A

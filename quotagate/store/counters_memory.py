@@ -71,7 +71,18 @@ class _Pending:
 
 
 class _Reservation:
-    __slots__ = ("cost", "created_at", "credit_ids", "expires_at", "minute", "month", "spend_ids", "tokens", "tpm_ids")
+    __slots__ = (
+        "cost",
+        "created_at",
+        "credit_ids",
+        "expires_at",
+        "minute",
+        "month",
+        "note",
+        "spend_ids",
+        "tokens",
+        "tpm_ids",
+    )
 
     def __init__(
         self,
@@ -84,6 +95,7 @@ class _Reservation:
         tpm_ids: list[str],
         spend_ids: list[str],
         credit_ids: list[str],
+        note: str = "",
     ) -> None:
         self.tokens = tokens
         self.cost = cost
@@ -94,6 +106,7 @@ class _Reservation:
         self.tpm_ids = tpm_ids
         self.spend_ids = spend_ids
         self.credit_ids = credit_ids
+        self.note = note
 
 
 _NO_COUNTS: dict[Key, list[int]] = {}
@@ -112,6 +125,8 @@ class MemoryCounters:
         self._reservations: dict[Key, _Reservation] = {}
         self._claimed: set[Key] = set()  # outstanding reservations expired() returned
         self._settled_claims: dict[Key, float] = {}  # settled claims -> when their marker goes (Redis: the TTL)
+        # provisionally settled (swept) reservations -> (their provisional figures and counters, when the marker goes)
+        self._provisional: dict[Key, tuple[_Reservation, float]] = {}
         # Expiry index: reservations bucketed by whole second of expiry, plus a heap of those seconds.
         self._due: dict[int, dict[Key, None]] = {}
         self._due_heap: list[int] = []
@@ -208,8 +223,11 @@ class MemoryCounters:
         expires_at = request.now + request.ttl_s
         rkey = (org, request.reservation_id)
         self._reservations[rkey] = _Reservation(
-            tokens, cost, request.now, expires_at, minute, request.month, tpm_ids, spend_ids, credit_ids
+            tokens, cost, request.now, expires_at, minute, request.month, tpm_ids, spend_ids, credit_ids, request.note
         )
+        self._index(rkey, expires_at)
+
+    def _index(self, rkey: Key, expires_at: float) -> None:
         second = int(expires_at)
         due = self._due.get(second)
         if due is None:
@@ -217,23 +235,45 @@ class MemoryCounters:
             heapq.heappush(self._due_heap, second)
         due[rkey] = None
 
+    def _unindex(self, rkey: Key, expires_at: float) -> None:
+        due = self._due.get(int(expires_at))
+        if due is not None:
+            due.pop(rkey, None)
+            if not due:
+                del self._due[int(expires_at)]
+
     async def settle(self, settlement: Settlement) -> bool:
         validate_settlement(settlement.tokens, settlement.cost_nanos)
         org = settlement.org_id
         rkey = (org, settlement.reservation_id)
         res = self._reservations.pop(rkey, None)
         if res is None:
+            marker = self._provisional.get(rkey)
+            if marker is not None:  # swept as an estimate: the first real figures replace it, once
+                if settlement.provisional:
+                    return False
+                del self._provisional[rkey]
+                provisional, deadline = marker
+                self._settled_claims[rkey] = deadline
+                self._apply(org, provisional, settlement)
+                return True
             if settlement.admission is not None and rkey not in self._settled_claims:
                 await self._settle_lost(settlement, settlement.admission, rkey)
             return False
-        if rkey in self._claimed:
-            self._claimed.discard(rkey)
-            self._settled_claims[rkey] = res.expires_at + RESERVATION_MARGIN_S
-        due = self._due.get(int(res.expires_at))
-        if due is not None:
-            due.pop(rkey, None)
-            if not due:
-                del self._due[int(res.expires_at)]
+        claimed = rkey in self._claimed
+        self._claimed.discard(rkey)
+        deadline = res.expires_at + RESERVATION_MARGIN_S
+        self._unindex(rkey, res.expires_at)
+        self._apply(org, res, settlement)
+        if settlement.provisional:
+            res.tokens, res.cost = settlement.tokens, settlement.cost_nanos
+            self._provisional[rkey] = (res, deadline)
+        elif claimed:
+            self._settled_claims[rkey] = deadline
+        return True
+
+    def _apply(self, org: str, res: _Reservation, settlement: Settlement) -> None:
+        """Add ``actual - counted`` to every counter ``res`` counted that still exists."""
         dtokens, dcost = settlement.tokens - res.tokens, settlement.cost_nanos - res.cost
         # Only counters that still exist are adjusted (as in Redis, where they may have expired).
         window = self._minutes.get(res.minute)
@@ -252,6 +292,16 @@ class MemoryCounters:
             c = self._credits.get((org, credit_id))
             if c is not None:
                 c[0] -= dcost
+
+    async def extend(self, org_id: str, reservation_id: str, expires_at: float) -> bool:
+        rkey = (org_id, reservation_id)
+        res = self._reservations.get(rkey)
+        if res is None or rkey in self._claimed:
+            return False
+        if expires_at > res.expires_at:
+            self._unindex(rkey, res.expires_at)
+            res.expires_at = expires_at
+            self._index(rkey, expires_at)
         return True
 
     async def _settle_lost(self, settlement: Settlement, admission: Admission, rkey: Key) -> None:
@@ -265,7 +315,7 @@ class MemoryCounters:
             await self._seed(org, month, admission.now, spend_ids, credit_ids, since)
         else:
             raise BackendUnavailable(f"counters of {org!r} vanished while being seeded {SEED_ATTEMPTS} times")
-        if rkey in self._reservations or rkey in self._settled_claims:  # settled or booked while seeding
+        if rkey in self._reservations or rkey in self._settled_claims or rkey in self._provisional:  # meanwhile
             return
         window = self._minutes.get(minute_of(admission.now))
         mcounts = self._months[month].counts if month in self._months else _NO_COUNTS
@@ -294,7 +344,7 @@ class MemoryCounters:
                     if res.expires_at <= now:
                         del due[rkey]  # claimed: never returned again, but still there for the caller's settle
                         self._claimed.add(rkey)
-                        out.append(ExpiredReservation(rkey[1], rkey[0], res.tokens, res.cost, res.created_at))
+                        out.append(ExpiredReservation(rkey[1], rkey[0], res.tokens, res.cost, res.created_at, res.note))
                         if len(out) >= limit:
                             break
                 if due:  # the limit was reached, or the rest expire later within this second
@@ -395,3 +445,5 @@ class MemoryCounters:
             del self._pending[key]
         for key in [key for key, deadline in self._settled_claims.items() if deadline <= clock]:
             del self._settled_claims[key]
+        for key in [key for key, (_, deadline) in self._provisional.items() if deadline <= clock]:
+            del self._provisional[key]

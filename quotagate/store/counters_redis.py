@@ -23,8 +23,9 @@ touches one Redis Cluster slot)::
     P:{org}:s:<counter_id>:<month>   string spend nanos                   TTL to month end + 3 days (set by the seed)
     P:{org}:c:<credit_id>            hash b=balance nanos w=watermark     no TTL (credits have no window)
     P:{org}:cp:<credit_id>           hash seq -> nanos, credits added while unseeded (TTL 1 day)
-    P:{org}:r:<reservation_id>       hash t c a x + one field per counter key to settle   TTL ttl_s + 1 h
-                                     (+ k=1 once claimed; a settled claim leaves only done=1 until the TTL)
+    P:{org}:r:<reservation_id>       hash t c a x [n] + one field per counter key to settle   TTL ttl_s + 1 h
+                                     (+ k=1 once claimed; a settled claim leaves only done=1 until the TTL; a
+                                     provisional settlement keeps the hash with done=p and t c = its figures)
     P:{org}:exp                      zset reservation_id by expiry (the sweeper claims by removing)
     P:{org}:reg                      marker: the organization is listed in the sweep registry
     P:{~sweep}:orgs                  set of organizations that had reservations (own tag: read by the sweeper only)
@@ -35,18 +36,14 @@ than passed as KEYS: they carry the same organization tag, so they live in the s
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from quotagate.errors import BackendUnavailable
 from quotagate.limits.model import (
@@ -73,12 +70,13 @@ from quotagate.store.counters_common import (
     validate_request,
     validate_settlement,
 )
+from quotagate.store.redis_link import RedisLink
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Reserve: KEYS 1 reservation, 2 expiry zset, 3 registration marker, then nw windows, ns spend, nc credits.
-# ARGV 1 the reservation id; ARGV 2 space-separated (one argument, not forty: encoding each argument costs the
+# ARGV 1 the reservation id; ARGV 3 its note ('' = none); ARGV 2 space-separated (one argument, not forty: encoding each argument costs the
 # client more than the script costs Redis): tokens, cost, -cost, expires_at, reservation ttl, window ttl,
 # created_at, nw, ns, nc, number of checks, then per check: enforce, rpm, tpm, spend limit ('-' = none),
 # window, spend and credit index (0 = none).
@@ -124,6 +122,10 @@ for j = 1, n do
 end
 if ok then
   local fields = {'t', v[1], 'c', v[2], 'a', v[7], 'x', v[4]}
+  if ARGV[3] ~= '' then
+    fields[#fields + 1] = 'n'
+    fields[#fields + 1] = ARGV[3]
+  end
   a = 12
   for j = 1, n do
     local wi = tonumber(v[a + 4])
@@ -164,38 +166,60 @@ for i = 1, nc do out[#out + 1] = b[i] end
 return out
 """
 
-# Settle: KEYS 1 reservation, 2 expiry zset; ARGV 1 reservation id, 2 actual tokens, 3 actual cost.
-# Applies actual - reserved to every counter the reservation counted that still exists and replies 1; a claimed
-# reservation (swept) leaves a 'done' marker for the rest of its lifetime. 0: settled before (the marker);
-# -1: unknown, i.e. lost (the lost-settlement script may count it).
+# Settle: KEYS 1 reservation, 2 expiry zset; ARGV 1 reservation id, 2 actual tokens, 3 actual cost, 4 '1' if
+# provisional. Applies actual - counted to every counter the reservation counted that still exists and replies 1.
+# A claimed reservation (swept) leaves a 'done' marker for the rest of its lifetime; a provisional settlement keeps
+# the hash as marker done=p with t c = its figures, which the first real settlement replaces (then done=1).
+# 0: settled before (the marker); -1: unknown, i.e. lost (the lost-settlement script may count it).
 # Lua numbers are doubles: deltas are formatted back to integers ('%d'), exact below 2**53.
 _SETTLE_LUA = """
 local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then return -1 end
 local f = {}
 for i = 1, #h, 2 do f[h[i]] = h[i + 1] end
-if f['done'] then return 0 end
-local ttl = f['k'] and redis.call('PTTL', KEYS[1]) or 0
-redis.call('DEL', KEYS[1])
-if ttl > 0 then
-  redis.call('HSET', KEYS[1], 'done', '1')
-  redis.call('PEXPIRE', KEYS[1], ttl)
-end
+local provisional, done = ARGV[4] == '1', f['done']
+if done and (done ~= 'p' or provisional) then return 0 end
+local ttl = (f['k'] or done or provisional) and redis.call('PTTL', KEYS[1]) or 0
 redis.call('ZREM', KEYS[2], ARGV[1])
+if provisional and ttl > 0 then
+  redis.call('HSET', KEYS[1], 't', ARGV[2], 'c', ARGV[3], 'done', 'p')
+else
+  redis.call('DEL', KEYS[1])
+  if ttl > 0 then
+    redis.call('HSET', KEYS[1], 'done', '1')
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  end
+end
 local dt = tonumber(ARGV[2]) - tonumber(f['t'])
 local dc = tonumber(ARGV[3]) - tonumber(f['c'])
 local st, up, down = string.format('%d', dt), string.format('%d', dc), string.format('%d', -dc)
 for k, kind in pairs(f) do
-  if #k > 1 and redis.call('EXISTS', k) == 1 then
+  if #k > 1 and k ~= 'done' and (kind == 'w' or kind == 's' or kind == 'c') and redis.call('EXISTS', k) == 1 then
     if kind == 'w' then
       if dt ~= 0 then redis.call('HINCRBY', k, 't', st) end
     elseif kind == 's' then
       if dc ~= 0 then redis.call('INCRBY', k, up) end
-    elseif kind == 'c' then
-      if dc ~= 0 then redis.call('HINCRBY', k, 'b', down) end
+    elseif dc ~= 0 then
+      redis.call('HINCRBY', k, 'b', down)
     end
   end
 end
+return 1
+"""
+
+# Extend: KEYS 1 reservation, 2 expiry zset; ARGV 1 reservation id, 2 new expiry. Moves the expiry of an outstanding,
+# unclaimed reservation later (never earlier) and its hash's lifetime by as much; 1 done, 0 not outstanding/claimed.
+_EXTEND_LUA = """
+local x = redis.call('HGET', KEYS[1], 'x')
+if not x or redis.call('HEXISTS', KEYS[1], 'done') == 1 or redis.call('HEXISTS', KEYS[1], 'k') == 1 then return 0 end
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
+local add = tonumber(ARGV[2]) - tonumber(x)
+if add <= 0 then return 1 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'x', ARGV[2])
+local ttl = redis.call('PTTL', KEYS[1]) + math.ceil(add * 1000)
+redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
+if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl)) end
 return 1
 """
 
@@ -229,19 +253,20 @@ return 1
 
 # Claim: KEYS 1 expiry zset of one organization; ARGV 1 now, 2 limit, 3 reservation key prefix.
 # Takes reservations due by now off the expiry index (so each is returned exactly once) and returns
-# {id, tokens, cost, created_at, ...}; the reservations themselves stay for the caller's settle.
+# {id, tokens, cost, created_at, note, ...}; the reservations themselves stay for the caller's settle.
 _CLAIM_LUA = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
-  local v = redis.call('HMGET', ARGV[3] .. id, 't', 'c', 'a')
+  local v = redis.call('HMGET', ARGV[3] .. id, 't', 'c', 'a', 'n')
   if v[1] then
     redis.call('HSET', ARGV[3] .. id, 'k', '1')
     out[#out + 1] = id
     out[#out + 1] = v[1]
     out[#out + 1] = v[2]
     out[#out + 1] = v[3]
+    out[#out + 1] = v[4] or ''
   end
 end
 return out
@@ -306,11 +331,12 @@ class _Script:
 
 _RESERVE = _Script("reserve", _RESERVE_LUA)
 _SETTLE = _Script("settle", _SETTLE_LUA)
+_EXTEND = _Script("extend", _EXTEND_LUA)
 _LOST = _Script("lost settlement", _LOST_LUA)
 _CLAIM = _Script("claim", _CLAIM_LUA)
 _SEED = _Script("seed", _SEED_LUA)
 _ADD_CREDITS = _Script("add_credits", _ADD_CREDITS_LUA)
-SCRIPTS = (_RESERVE, _SETTLE, _LOST, _CLAIM, _SEED, _ADD_CREDITS)
+SCRIPTS = (_RESERVE, _SETTLE, _EXTEND, _LOST, _CLAIM, _SEED, _ADD_CREDITS)
 
 _DUPLICATE, _NEED_SEED, _ALLOWED, _DENIED = -1, 0, 1, 2
 _CLAIM_BATCH = 500  # organizations per pipelined ZCOUNT when looking for due reservations
@@ -328,25 +354,11 @@ class RedisCounters:
     ) -> None:
         if not prefix or any(ch in prefix for ch in "{}*?[]\\ "):
             raise ValueError(f"Redis prefix {prefix!r} must be non-empty, without braces, glob characters or spaces")
-        if timeout_ms < 1:
-            raise ValueError(f"timeout_ms must be >= 1, got {timeout_ms}")
         self._prefix = prefix
-        self._timeout = timeout_ms / 1000
         self._baseline = baseline
-        # One asyncio deadline in _run bounds each call as a whole (pool wait, connect, send, reply). Redis-py's
-        # own per-read timeouts are off: they would add a timer per read and a task per send (~half the client
-        # overhead of a call here); only the connect phase keeps its own bound.
-        self._pool: BlockingConnectionPool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=None,
-            socket_timeout=None,
-            socket_connect_timeout=self._timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._redis: Redis = Redis(connection_pool=self._pool)
-        kw = self._pool.connection_kwargs
-        self._where = str(kw.get("path") or f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}")
+        self._link = RedisLink(url, timeout_ms=timeout_ms, max_connections=max_connections)
+        self._redis: Redis = self._link.client
+        self._where = self._link.where
         self._registry = f"{prefix}:{{~sweep}}:orgs"
         self._flights = SingleFlight()
 
@@ -363,31 +375,14 @@ class RedisCounters:
         await self._run("PING", self._redis.ping)
 
     async def close(self) -> None:
-        await self._redis.aclose()
-        await self._pool.disconnect()
+        await self._link.close()
 
     async def _run(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        """One bounded Redis round trip; every failure becomes BackendUnavailable (the caller fails closed).
-
-        After Redis restarted (or failed over), pooled connections opened before still look usable and fail on
-        their first use. On a broken connection the idle ones, which point at the same server, are dropped and the
-        call is sent once more on a fresh connection, within the same deadline. Sending again never counts twice:
-        a decision names its reservation and the script refuses an id already outstanding (``reserve`` then fails
-        closed), settlements and seeds are idempotent, credits carry their sequence number, and a claim takes only
-        what is still due."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                try:
-                    return await op()
-                except RedisConnectionError:
-                    await self._pool.disconnect(inuse_connections=False)
-                    return await op()
-        except TimeoutError as exc:
-            raise BackendUnavailable(
-                f"Redis at {self._where} did not answer {what} within {self._timeout * 1000:g} ms"
-            ) from exc
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailable(f"Redis at {self._where} failed {what}: {exc.__class__.__name__}: {exc}") from exc
+        """One bounded Redis round trip (redis_link.py). Sending again never counts twice: a decision names its
+        reservation and the script refuses an id already outstanding (``reserve`` then fails closed),
+        settlements and seeds are idempotent, credits carry their sequence number, and a claim takes only what is
+        still due."""
+        return await self._link.run(what, op)
 
     async def _eval(self, script: _Script, keys: list[str], args: list[str], sends: list[None] | None = None) -> Any:
         """Run a script; ``sends`` (if given) gets one item per time it was sent (see :meth:`_run`)."""
@@ -445,7 +440,7 @@ class RedisCounters:
             f"{request.tokens} {request.cost_nanos} {-request.cost_nanos} {request.now + request.ttl_s!r} {ttl} "
             f"{WINDOW_TTL_S} {request.now!r} {len(windows)} {len(spend_ids)} {len(credit_ids)} {len(checks)} "
         )
-        args = [request.reservation_id, header + " ".join(spec)]
+        args = [request.reservation_id, header + " ".join(spec), request.note]
         for _ in range(SEED_ATTEMPTS):
             since = self._flights.now()
             sends: list[None] = []
@@ -528,10 +523,22 @@ class RedisCounters:
         reply = await self._eval(
             _SETTLE,
             [reservation, base + "exp"],
-            [settlement.reservation_id, str(settlement.tokens), str(settlement.cost_nanos)],
+            [
+                settlement.reservation_id,
+                str(settlement.tokens),
+                str(settlement.cost_nanos),
+                "1" if settlement.provisional else "0",
+            ],
         )
         if reply == -1 and settlement.admission is not None:
             await self._settle_lost(settlement, settlement.admission, reservation)
+        return bool(reply == 1)
+
+    async def extend(self, org_id: str, reservation_id: str, expires_at: float) -> bool:
+        base = self._base(org_id)
+        reply = await self._eval(
+            _EXTEND, [f"{base}r:{reservation_id}", base + "exp"], [reservation_id, repr(float(expires_at))]
+        )
         return bool(reply == 1)
 
     async def _settle_lost(self, settlement: Settlement, admission: Admission, reservation: str) -> None:
@@ -601,9 +608,13 @@ class RedisCounters:
                     continue
                 base = self._base(org)
                 reply = await self._eval(_CLAIM, [base + "exp"], [due_at, str(limit - len(out)), base + "r:"])
-                for i in range(0, len(reply), 4):
-                    rid, tokens, cost, created = reply[i : i + 4]
-                    out.append(ExpiredReservation(rid.decode(), org, int(tokens), int(cost), float(created)))
+                for i in range(0, len(reply), 5):
+                    rid, tokens, cost, created, note = reply[i : i + 5]
+                    out.append(
+                        ExpiredReservation(
+                            rid.decode(), org, int(tokens), int(cost), float(created), note.decode() if note else ""
+                        )
+                    )
                 if len(out) >= limit:
                     return out
         return out

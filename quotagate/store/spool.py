@@ -4,10 +4,15 @@ Each process owns one SQLite file (WAL, synchronous=NORMAL: a commit survives th
 under ``$QUOTAGATE_HOME/spool/`` and holds an exclusive ``flock`` on a sidecar lock file while alive. Any
 process that can take the lock of a spool it does not own adopts it: the owner died, its events still
 land. Keeping the spool local (not in Redis) means an outage of Redis or PostgreSQL loses nothing.
+
+Events are indexed by request id, so the sweeper can tell a request that was recorded but not yet written (its
+process died, or the database is down) from one nobody saw: ``find_spooled`` reads every spool in the
+directory, live ones of other processes sharing the home included, read-only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -34,7 +39,7 @@ class Spool:
     def append(self, event: UsageRecord) -> None:
         data = orjson.dumps(event.to_json())
         with self._mutex:
-            self._conn.execute("INSERT INTO events (body) VALUES (?)", (data,))
+            self._conn.execute("INSERT INTO events (request_id, body) VALUES (?, ?)", (event.request_id, data))
 
     def batch(self, limit: int) -> list[tuple[int, UsageRecord]]:
         with self._mutex:
@@ -61,6 +66,10 @@ class Spool:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def find(self, request_id: str) -> list[UsageRecord]:
+        with self._mutex:
+            return _find(self._conn, request_id)
+
     @classmethod
     def adopt_orphans(cls, directory: Path) -> Iterator[Spool]:
         """Spools whose owners are gone (their lock is free); each is yielded locked to this process."""
@@ -77,6 +86,53 @@ class Spool:
                 continue
 
 
+class Quarantine:
+    """Events the database refused even one by one (a value no cleaning made storable): appended, fsynced, as
+    JSON Lines with the reason, to ``quarantine.jsonl`` beside the spools, for an operator to inspect and replay
+    (``UsageRecord.from_json`` of each line's ``event``). Accepted usage is never dropped, only set aside."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "quarantine.jsonl"
+        self._mutex = threading.Lock()
+
+    def append(self, event: UsageRecord, *, reason: str) -> None:
+        line = orjson.dumps({"reason": reason, "event": event.to_json()}) + b"\n"
+        with self._mutex, self.path.open("ab") as out:
+            out.write(line)
+            out.flush()
+            os.fsync(out.fileno())
+
+    def events(self) -> list[tuple[str, UsageRecord]]:
+        if not self.path.exists():
+            return []
+        rows = [orjson.loads(line) for line in self.path.read_bytes().splitlines() if line.strip()]
+        return [(row["reason"], UsageRecord.from_json(row["event"])) for row in rows]
+
+
+def find_spooled(directory: Path, request_id: str) -> list[UsageRecord]:
+    """Every spooled event of `request_id` in any spool under `directory` (read-only; a spool that vanishes or
+    cannot be read meanwhile is skipped: it was being drained, so its events are in SQL or another spool)."""
+    found: list[UsageRecord] = []
+    if not directory.is_dir():
+        return found
+    for path in sorted(directory.glob("spool-*.db")):
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+        except sqlite3.Error:
+            continue
+        try:
+            with contextlib.closing(conn):
+                found += _find(conn, request_id)
+        except sqlite3.Error:
+            continue
+    return found
+
+
+def _find(conn: sqlite3.Connection, request_id: str) -> list[UsageRecord]:
+    rows = conn.execute("SELECT body FROM events WHERE request_id = ? ORDER BY seq", (request_id,)).fetchall()
+    return [UsageRecord.from_json(orjson.loads(body)) for (body,) in rows]
+
+
 def _take_lock(path: Path) -> int | None:
     fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -91,5 +147,12 @@ def _open(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT, body BLOB NOT NULL)"
+    )
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    if "request_id" not in columns:  # a spool of an older version (adopted after an upgrade)
+        conn.execute("ALTER TABLE events ADD COLUMN request_id TEXT")
+        conn.execute("UPDATE events SET request_id = json_extract(CAST(body AS TEXT), '$.request_id')")
+    conn.execute("CREATE INDEX IF NOT EXISTS events_by_request ON events (request_id)")
     return conn

@@ -388,6 +388,74 @@ async def test_concurrent_sweepers_claim_each_reservation_exactly_once(backend: 
     assert set(a) | set(b) == {item.reservation_id for item in booked}
 
 
+async def test_an_open_meter_extends_its_reservation_past_the_sweep(counters: Counters) -> None:
+    cap = LimitCheck("cap", spend_limit_nanos=10**6)
+    noted = ReservationRequest(ORG, "long-stream", (cap,), 5, 50, T0, MONTH, 60, note='{"prompt": 7}')
+    assert (await counters.reserve(noted)).allowed
+    assert await counters.extend(ORG, "long-stream", T0 + 300) is True
+    assert await counters.expired(T0 + 61) == []  # due at T0+60, but still being metered
+    assert await counters.extend(ORG, "long-stream", T0 + 100) is True  # never earlier
+    assert await counters.expired(T0 + 299) == []
+    (claimed,) = await counters.expired(T0 + 301)
+    assert (claimed.reservation_id, claimed.tokens, claimed.cost_nanos) == ("long-stream", 5, 50)
+    assert claimed.note == '{"prompt": 7}'  # the note comes back to the sweeper unchanged
+    assert await counters.extend(ORG, "long-stream", T0 + 900) is False  # claimed: too late
+    assert await counters.expired(T0 + 10**6) == []
+    assert await counters.extend(ORG, "never-reserved", T0 + 900) is False
+    assert await counters.extend("another-org", "long-stream", T0 + 900) is False
+    settled = request(cap, ttl=60)
+    assert (await counters.reserve(settled)).allowed
+    assert await counters.settle(Settlement(settled.reservation_id, ORG, 0, 0))
+    assert await counters.extend(ORG, settled.reservation_id, T0 + 900) is False  # settled: nothing to keep alive
+    assert await counters.expired(T0 + 10**6) == []
+
+
+async def test_a_reservation_without_a_note_is_claimed_with_an_empty_one(counters: Counters) -> None:
+    booked = request(LimitCheck("r", rpm_limit=10), ttl=10)
+    assert (await counters.reserve(booked)).allowed
+    (claimed,) = await counters.expired(T0 + 11)
+    assert claimed.note == ""
+
+
+async def test_a_provisional_sweep_is_corrected_once_by_the_real_figures(
+    counters: Counters, baseline: FakeBaseline
+) -> None:
+    baseline.credits["project:p"] = 10_000
+    cap = LimitCheck("cap", spend_limit_nanos=10**6, tpm_limit=10**6)
+    pre = LimitCheck("pre", prepaid=True, credit_id="project:p")
+    booked = request(cap, pre, tokens=100, cost=1000, ttl=10)
+    assert (await counters.reserve(booked)).allowed
+    rid = booked.reservation_id
+    (claimed,) = await counters.expired(T0 + 11)
+    assert claimed.reservation_id == rid
+    # The sweeper saw no response: it charges its estimate (the prompt), provisionally.
+    assert await counters.settle(Settlement(rid, ORG, 10, 100, provisional=True)) is True
+    assert await counters.state(ORG, (cap, pre), T0, MONTH) == [
+        CounterState("cap", 0, 10, 100),
+        CounterState("pre", credit_balance_nanos=10_000 - 100),
+    ]
+    assert await counters.settle(Settlement(rid, ORG, 99, 999, provisional=True)) is False  # one estimate only
+    # The stream was still running: its real figures arrive and win, topping the counters up once.
+    assert await counters.settle(Settlement(rid, ORG, 40, 700)) is True
+    assert await counters.settle(Settlement(rid, ORG, 40, 700)) is False
+    assert await counters.settle(Settlement(rid, ORG, 1, 1, provisional=True)) is False
+    assert await counters.state(ORG, (cap, pre), T0, MONTH) == [
+        CounterState("cap", 0, 40, 700),
+        CounterState("pre", credit_balance_nanos=10_000 - 700),
+    ]
+    assert await counters.expired(T0 + 10**6) == []
+
+
+async def test_a_provisional_settlement_after_the_real_one_changes_nothing(counters: Counters) -> None:
+    cap = LimitCheck("cap", spend_limit_nanos=10**6)
+    booked = request(cap, tokens=100, cost=1000, ttl=10)
+    assert (await counters.reserve(booked)).allowed
+    assert len(await counters.expired(T0 + 11)) == 1
+    assert await counters.settle(Settlement(booked.reservation_id, ORG, 5, 50)) is True  # the meter was first
+    assert await counters.settle(Settlement(booked.reservation_id, ORG, 1, 1, provisional=True)) is False
+    assert (await state_of(counters, cap)).spend_this_month_nanos == 50
+
+
 async def test_a_reservation_id_is_used_once_while_outstanding(counters: Counters) -> None:
     rpm = LimitCheck("r", rpm_limit=10)
     assert (await counters.reserve(request(rpm, rid="same"))).allowed

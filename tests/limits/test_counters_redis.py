@@ -85,6 +85,37 @@ async def test_keys_carry_the_prefix_and_the_org_hash_tag_and_expire(shared: tup
         await client.aclose()
 
 
+async def test_extending_a_reservation_lengthens_its_key_lifetimes_and_a_sweep_marker_keeps_its_figures(
+    shared: tuple[str, str],
+) -> None:
+    url, prefix = shared
+    counters = RedisCounters(url, prefix=prefix, timeout_ms=2000, baseline=FakeBaseline())
+    cap = LimitCheck("cap", spend_limit_nanos=1000)
+    assert (await counters.reserve(request(cap, tokens=10, cost=100, ttl=600, rid="r1"))).allowed
+    assert await counters.extend(ORG, "r1", T0 + 600 + 3000)
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    tag = f"{prefix}:{{{ORG}}}:"
+    try:
+        # The hash outlives its new expiry by the same margin as before, and the expiry index lives as long.
+        lifetime = 3600 + RESERVATION_MARGIN_S
+        assert lifetime - 5 <= await client.ttl(f"{tag}r:r1") <= lifetime
+        assert lifetime - 5 <= await client.ttl(f"{tag}exp") <= lifetime
+        assert await client.hget(f"{tag}r:r1", "x") == repr(T0 + 3600)
+        assert await client.zscore(f"{tag}exp", "r1") == T0 + 3600
+        assert [e.reservation_id for e in await counters.expired(T0 + 3601)] == ["r1"]
+        assert await counters.settle(Settlement("r1", ORG, 3, 30, provisional=True))
+        marker = await client.hgetall(f"{tag}r:r1")
+        assert (marker["done"], marker["t"], marker["c"]) == ("p", "3", "30")
+        assert await client.zscore(f"{tag}exp", "r1") is None
+        assert await counters.settle(Settlement("r1", ORG, 4, 40))
+        assert await client.hgetall(f"{tag}r:r1") == {"done": "1"}
+        assert lifetime - 5 <= await client.ttl(f"{tag}r:r1") <= lifetime
+        assert await client.get(f"{tag}s:cap:{MONTH}") == "40"
+    finally:
+        await client.aclose()
+        await counters.close()
+
+
 def test_a_prefix_that_would_break_hash_tags_or_scans_is_refused() -> None:
     for prefix in ("", "qg{x}", "qg*", "q g"):
         with pytest.raises(ValueError, match="prefix"):
