@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 
 from quotagate.apis import Provider
@@ -10,6 +11,8 @@ from quotagate.secret_box import SecretBox
 from quotagate.snapshot import CredentialRef
 
 ANTHROPIC_VERSION = "2023-06-01"
+# The client's anthropic-version is forwarded as Check's own header: only a plain token, never CR/LF or NUL.
+_VERSION_TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class ProviderKeys:
@@ -38,6 +41,7 @@ class ProviderKeys:
 def credential_headers(provider: Provider, key: str, request_headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """Headers that authenticate to the provider (set, overwriting whatever the client sent)."""
     if provider is Provider.ANTHROPIC:
-        version = request_headers.get("anthropic-version") or ANTHROPIC_VERSION
+        asked = request_headers.get("anthropic-version") or ""
+        version = asked if _VERSION_TOKEN.fullmatch(asked) else ANTHROPIC_VERSION
         return (("x-api-key", key), ("anthropic-version", version))
     return (("authorization", f"Bearer {key}"),)

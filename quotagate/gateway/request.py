@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,10 @@ from quotagate.tokens import max_output_tokens
 # Sanity bound on output caps: larger than any model's, small enough that worst-case costs stay exact.
 MAX_OUTPUT_LIMIT = 10_000_000
 _OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+# A model name is stored with the request's usage event (a 200-character column) and echoed in refusals: a longer
+# one, or one with control characters (PostgreSQL text cannot hold NUL), would be an event no database takes.
+MAX_MODEL_CHARS = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 
 
 class BadRequest(Exception):
@@ -46,8 +51,12 @@ def parse_request(api: Api, raw: bytes) -> ParsedRequest:
     model = body.get("model")
     if model is None:
         raise BadRequest("missing required parameter: 'model'", code="missing_model")
-    if not isinstance(model, str) or not model.strip():
+    if not isinstance(model, str) or not (model_name := model.strip()):
         raise BadRequest("'model' must be a non-empty string", code="invalid_model")
+    if len(model_name) > MAX_MODEL_CHARS or _CONTROL.search(model_name):
+        raise BadRequest(
+            f"'model' must be at most {MAX_MODEL_CHARS} characters, without control characters", code="invalid_model"
+        )
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -67,4 +76,4 @@ def parse_request(api: Api, raw: bytes) -> ParsedRequest:
     if options is not None and not isinstance(options, dict):
         raise BadRequest("'stream_options' must be an object")
     include_usage = bool(options and options.get("include_usage") is True)
-    return ParsedRequest(api, body, model.strip(), stream, max_output_tokens(api, body), include_usage)
+    return ParsedRequest(api, body, model_name, stream, max_output_tokens(api, body), include_usage)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from quotagate.identity.credentials import Credential, SecretHasher
+from quotagate.identity.credentials import Credential, MalformedCredential, SecretHasher, same_digest
 from quotagate.snapshot import ClientView, KeyView, OrgView, ProjectView, Snapshot
 
 
@@ -44,22 +44,26 @@ _KEY_STATUS = {
 
 
 def authenticate(
-    snapshot: Snapshot, hasher: SecretHasher, credential: Credential | None, now: datetime
+    snapshot: Snapshot, hasher: SecretHasher, credential: Credential | MalformedCredential | None, now: datetime
 ) -> Identity | AuthFailure:
     if credential is None:
         return AuthFailure.MISSING_CREDENTIAL
-    key = snapshot.keys.get(credential.key_id)
-    if key is None:
-        hasher.matches(credential.key_id, credential.secret, None)  # same work as a known key
+    if isinstance(credential, MalformedCredential):  # its shape is public knowledge: no hash work to hide
         return AuthFailure.INVALID_CREDENTIAL
-    current = hasher.matches(key.key_id, credential.secret, key.secret_hash)
-    previous = (
-        key.previous_secret_hash is not None
+    key = snapshot.keys.get(credential.key_id)
+    # One hash and two constant-time comparisons whatever the case (unknown id, wrong secret, a key in its
+    # rotation grace period): the time taken does not tell which. Both hashes bind the same key id, so one
+    # candidate digest serves the current and the previous secret.
+    candidate = hasher.hash(credential.key_id, credential.secret)
+    in_grace = (
+        key is not None
+        and key.previous_secret_hash is not None
         and key.previous_valid_until is not None
         and now < key.previous_valid_until
-        and hasher.matches(key.key_id, credential.secret, key.previous_secret_hash)
     )
-    if not (current or previous):
+    current = same_digest(candidate, key.secret_hash if key is not None else None)
+    previous = same_digest(candidate, key.previous_secret_hash if key is not None and in_grace else None)
+    if key is None or not (current or previous):
         return AuthFailure.INVALID_CREDENTIAL
     # Status is checked only after the secret verified: an unauthenticated caller learns nothing.
     if key.status != "active":

@@ -40,19 +40,29 @@ def parse_credential(raw: str) -> Credential | None:
     return Credential(key_id, secret)
 
 
-def credential_from_headers(headers: Mapping[str, str]) -> Credential | None:
-    """The gateway credential from `Authorization: Bearer`, `x-api-key` or `X-API-Token` (lower-cased names)."""
-    auth = headers.get("authorization")
-    if auth:
-        scheme, _, token = auth.strip().partition(" ")
-        if scheme.lower() == "bearer" and token:
-            return parse_credential(token)
-        return None
+@dataclass(frozen=True, slots=True)
+class MalformedCredential:
+    """A credential was sent but is no ``key_id.secret``: refused as invalid (401), not as missing."""
+
+
+MALFORMED = MalformedCredential()
+
+
+def credential_from_headers(headers: Mapping[str, str]) -> Credential | MalformedCredential | None:
+    """The gateway credential from `Authorization: Bearer`, `x-api-key` or `X-API-Token` (lower-cased names).
+
+    `Authorization` with another scheme (`Basic ...`) holds no gateway key, so it does not hide an `x-api-key` or
+    `X-API-Token`; on its own it is MALFORMED, like a header whose value is no ``key_id.secret``. None: no
+    credential header at all."""
+    auth = (headers.get("authorization") or "").strip()
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer":
+        return parse_credential(token) or MALFORMED
     for name in ("x-api-key", "x-api-token"):
-        value = headers.get(name)
+        value = (headers.get(name) or "").strip()
         if value:
-            return parse_credential(value)
-    return None
+            return parse_credential(value) or MALFORMED
+    return MALFORMED if auth else None
 
 
 class SecretHasher:
@@ -70,5 +80,12 @@ class SecretHasher:
 
     def matches(self, key_id: str, secret: str, stored_hash: str | None) -> bool:
         """Constant-time comparison; a missing stored hash still costs one hash so timing does not tell."""
-        candidate = self.hash(key_id, secret)
-        return hmac.compare_digest(candidate, stored_hash or "0" * 64) and stored_hash is not None
+        return same_digest(self.hash(key_id, secret), stored_hash)
+
+
+_NO_HASH = "0" * 64  # compared against when there is nothing stored: the same work as a real comparison
+
+
+def same_digest(candidate: str, stored_hash: str | None) -> bool:
+    """`candidate` equals `stored_hash`, compared in constant time; never equal to a missing hash."""
+    return hmac.compare_digest(candidate, stored_hash or _NO_HASH) and stored_hash is not None

@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 BATCH = 200
 
 
+def _storable(text: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: one generated NUL would fail its batch, and every capture queued behind
+    it, forever. It becomes U+FFFD, as undecodable bytes do."""
+    return text.replace("\x00", "\ufffd") if text is not None and "\x00" in text else text
+
+
 @dataclass(frozen=True, slots=True)
 class _Captured:
     ticket: Ticket
@@ -148,8 +154,8 @@ class PromptLogWriter:
             mode=p.prompt_mode.value,
             at=datetime.fromtimestamp(c.at, UTC),
             retention_days=p.retention_days,
-            request_body=body,
-            response_text=text,
+            request_body=_storable(body),
+            response_text=_storable(text),
             redactions=dict(counts),
         )
 
