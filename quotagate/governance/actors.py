@@ -3,13 +3,18 @@
 Headers (see docs/governance.md for the client side)::
 
     X-Quotagate-Actor: user=alice;team=ml;app=notebook
-    X-Quotagate-Actor-Signature: t=1767225600,v1=<hex HMAC-SHA-256>
+    X-Quotagate-Actor-Signature: t=1767225600,n=3q2-7wEAAAAAAAAAAAAAAA,v2=<hex HMAC-SHA-256>
 
-The signature is HMAC-SHA-256 under the project's signing secret over the canonical string
-``"v1\\n" + t + "\\n" + key_id + "\\n" + canonical_actor``, where ``key_id`` is the part of the gateway
-key before the dot and ``canonical_actor`` is the actor's fields sorted by name, ``name=value`` joined by
-``;``. ``t`` (Unix seconds) must be within the replay window of the gateway's clock. Binding the key id
-means a signature lifted from one key's traffic does not attribute another key's requests.
+``v2`` is HMAC-SHA-256 under the project's signing secret over
+``"v2\\n" + t + "\\n" + n + "\\n" + key_id + "\\n" + canonical_actor``, where ``key_id`` is the part of the
+gateway key before the dot, ``canonical_actor`` the actor's fields sorted by name, ``name=value`` joined
+by ``;``, and ``n`` a fresh random nonce per request. ``t`` (Unix seconds) must be within the replay
+window of the gateway's clock, and the gateway accepts each nonce once (quotagate.governance.replay):
+a captured header cannot be sent again. Binding the key id means a signature lifted from one key's
+traffic does not attribute another key's requests.
+
+The older ``v1`` (``"v1\\n" + t + "\\n" + key_id + "\\n" + canonical_actor``, no nonce) is accepted
+unless the project requires nonces; it is protected by the window alone.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ ACTOR_HEADER = "x-quotagate-actor"
 SIGNATURE_HEADER = "x-quotagate-actor-signature"
 FIELDS = ("user", "team", "app", "env")
 _VALUE = re.compile(r"^[A-Za-z0-9._@+:-]{1,128}$")
+_NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _MAX_HEADER = 1024
 
 
@@ -34,6 +40,11 @@ class ActorPolicy(StrEnum):
     REQUIRED = "required"  # every request must carry a validly signed actor
 
 
+class NoncePolicy(StrEnum):
+    OPTIONAL = "optional"  # v1 (window only) accepted; a v2 nonce is accepted once
+    REQUIRED = "required"  # only v2 signatures, each nonce once
+
+
 class ActorProblem(StrEnum):
     MISSING = "missing"  # no actor header
     UNSIGNED = "unsigned"  # an actor header without a signature
@@ -41,11 +52,15 @@ class ActorProblem(StrEnum):
     EXPIRED = "expired"  # timestamp outside the replay window
     BAD_SIGNATURE = "bad_signature"  # no signature matches: tampered, wrong secret or wrong key
     NO_SECRET = "no_secret"  # the gateway has no signing secret for the project
+    NONCE_REQUIRED = "nonce_required"  # a valid v1 signature where the project requires v2 (a nonce)
+    REPLAYED = "replayed"  # a valid v2 signature whose nonce was already used
 
 
 @dataclass(frozen=True, slots=True)
 class Verified:
     fields: Mapping[str, str]
+    timestamp: int = 0
+    nonce: str | None = None  # set when a v2 signature matched: to be accepted once
 
     def tags(self) -> dict[str, str]:
         return {f"actor.{name}": value for name, value in self.fields.items()}
@@ -71,33 +86,71 @@ def canonical_actor(fields: Mapping[str, str]) -> str:
     return ";".join(f"{name}={fields[name]}" for name in sorted(fields))
 
 
-def signing_string(timestamp: int, key_id: str, fields: Mapping[str, str]) -> bytes:
-    return f"v1\n{timestamp}\n{key_id}\n{canonical_actor(fields)}".encode()
+def signing_string(timestamp: int, key_id: str, fields: Mapping[str, str], nonce: str | None = None) -> bytes:
+    """The v2 string with a nonce, the v1 string without."""
+    if nonce is None:
+        return f"v1\n{timestamp}\n{key_id}\n{canonical_actor(fields)}".encode()
+    return f"v2\n{timestamp}\n{nonce}\n{key_id}\n{canonical_actor(fields)}".encode()
 
 
-def sign_actor(secret: str, key_id: str, fields: Mapping[str, str], timestamp: int) -> dict[str, str]:
-    """The two request headers for `fields` (what a client sends; docs/governance.md has a standalone copy)."""
-    digest = hmac.new(secret.encode(), signing_string(timestamp, key_id, fields), hashlib.sha256).hexdigest()
-    return {ACTOR_HEADER: canonical_actor(fields), SIGNATURE_HEADER: f"t={timestamp},v1={digest}"}
+def sign_actor(
+    secret: str, key_id: str, fields: Mapping[str, str], timestamp: int, nonce: str | None = None
+) -> dict[str, str]:
+    """The two request headers for `fields` (what a client sends; docs/governance.md has a standalone copy):
+    v2 with `nonce` (a fresh one per request: quotagate.governance.replay.new_nonce), else v1."""
+    digest = hmac.new(secret.encode(), signing_string(timestamp, key_id, fields, nonce), hashlib.sha256).hexdigest()
+    signed = f"t={timestamp},v1={digest}" if nonce is None else f"t={timestamp},n={nonce},v2={digest}"
+    return {ACTOR_HEADER: canonical_actor(fields), SIGNATURE_HEADER: signed}
 
 
-def _parse_signature(header: str) -> tuple[int, list[str]] | None:
+@dataclass(frozen=True, slots=True)
+class _Signature:
+    timestamp: int
+    nonce: str | None
+    v1: list[str]
+    v2: list[str]
+
+
+def _parse_signature(header: str) -> _Signature | None:
     timestamp: int | None = None
-    digests: list[str] = []
+    nonce: str | None = None
+    v1: list[str] = []
+    v2: list[str] = []
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
         if name == "t" and value.isdigit() and len(value) <= 12:
             timestamp = int(value)
-        elif name == "v1" and len(value) == 64:
-            digests.append(value.lower())
-    return (timestamp, digests) if timestamp is not None and digests else None
+        elif name == "n":
+            if nonce is not None or not _NONCE.match(value):
+                return None
+            nonce = value
+        elif name in ("v1", "v2") and len(value) == 64:
+            (v1 if name == "v1" else v2).append(value.lower())
+    if timestamp is None or not (v1 or v2) or (v2 and nonce is None):
+        return None
+    return _Signature(timestamp, nonce, v1, v2)
+
+
+def _matches(expected: str, candidates: list[str]) -> bool:
+    # compare_digest on every candidate: the time taken does not depend on where a guess goes wrong.
+    matched = False
+    for digest in candidates:
+        matched |= hmac.compare_digest(expected, digest)
+    return matched
 
 
 def verify_actor(
-    headers: Mapping[str, str], key_id: str, secret: str | None, now: float, window_s: int
+    headers: Mapping[str, str],
+    key_id: str,
+    secret: str | None,
+    now: float,
+    window_s: int,
+    *,
+    nonce_policy: NoncePolicy = NoncePolicy.OPTIONAL,
 ) -> Verified | ActorProblem:
-    """The verified actor of a request, or why there is none. Several `v1=` values may be sent (the
-    client signing with an old and a new secret during a rotation); one match is enough."""
+    """The verified actor of a request, or why there is none. Several `v1=`/`v2=` values may be sent (the
+    client signing with an old and a new secret during a rotation); one match is enough. A v2 match
+    carries its nonce, which the caller must still accept once (GovernanceGate does)."""
     raw = headers.get(ACTOR_HEADER)
     if raw is None:
         return ActorProblem.MISSING
@@ -110,12 +163,16 @@ def verify_actor(
         return ActorProblem.MALFORMED
     if not secret:
         return ActorProblem.NO_SECRET
-    timestamp, digests = signature
-    if abs(now - timestamp) > window_s:
+    t = signature.timestamp
+    if abs(now - t) > window_s:
         return ActorProblem.EXPIRED
-    expected = hmac.new(secret.encode(), signing_string(timestamp, key_id, fields), hashlib.sha256).hexdigest()
-    # compare_digest on every candidate: the time taken does not depend on where a guess goes wrong.
-    matched = False
-    for digest in digests:
-        matched |= hmac.compare_digest(expected, digest)
-    return Verified(fields) if matched else ActorProblem.BAD_SIGNATURE
+
+    def expected(nonce: str | None) -> str:
+        return hmac.new(secret.encode(), signing_string(t, key_id, fields, nonce), hashlib.sha256).hexdigest()
+
+    if signature.v2 and _matches(expected(signature.nonce), signature.v2):
+        return Verified(fields, t, signature.nonce)
+    if signature.v1 and _matches(expected(None), signature.v1):
+        # v1 does not cover `n`: whatever nonce came with it proves nothing.
+        return ActorProblem.NONCE_REQUIRED if nonce_policy is NoncePolicy.REQUIRED else Verified(fields, t)
+    return ActorProblem.BAD_SIGNATURE

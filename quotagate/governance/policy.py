@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from quotagate.governance.actors import ActorPolicy
+from quotagate.governance.actors import ActorPolicy, NoncePolicy
 from quotagate.governance.ip import IpAllowlist
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,7 @@ class PromptLogMode(StrEnum):
 class ProjectPolicy:
     actor_policy: ActorPolicy = ActorPolicy.OFF
     actor_secret_env: str | None = None  # the variable holding the signing secret
+    actor_nonce: NoncePolicy = NoncePolicy.OPTIONAL
     prompt_mode: PromptLogMode = PromptLogMode.OFF
     retention_days: int = 30
     redact: tuple[tuple[str, str], ...] = ()  # (name, regex) custom redaction rules
@@ -59,6 +60,7 @@ def build_governance(
             projects[project_id] = ProjectPolicy(
                 actor_policy=ActorPolicy(actors.get("policy", "off")),
                 actor_secret_env=secret.removeprefix("env:") or None,
+                actor_nonce=NoncePolicy(actors.get("nonce", "optional")),
                 prompt_mode=PromptLogMode(prompts.get("mode", "off")),
                 retention_days=int(prompts.get("retention_days", 30)),
                 redact=tuple((str(r["name"]), str(r["pattern"])) for r in prompts.get("redact", [])),

@@ -77,8 +77,13 @@ class HttpSink:
         return self.url
 
 
+def anchor_dir(settings: Settings) -> Path:
+    """The local anchor directory every process publishes to (and `audit verify` reads by default)."""
+    return (settings.ledger_anchor_dir or settings.home / "checkpoints").expanduser()
+
+
 def sinks_from_settings(settings: Settings) -> list[AnchorSink]:
-    sinks: list[AnchorSink] = [DirectorySink(settings.ledger_anchor_dir or settings.home / "checkpoints")]
+    sinks: list[AnchorSink] = [DirectorySink(anchor_dir(settings))]
     if settings.ledger_anchor_url is not None:
         sinks.append(HttpSink(settings.ledger_anchor_url))
     return sinks

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -63,20 +64,12 @@ class _EntryReader:
 
     def __iter__(self) -> Iterator[Row]:
         loads = orjson.loads
+        fields = itemgetter("seq", "kind", "ref", "amount_nanos", "recorded_at", "body", "prev_hash", "hash")
         with self.path.open("rb") as f:
             for number, line in enumerate(f, 1):
                 try:
-                    e = loads(line)
-                    row = (
-                        e["seq"],
-                        e["kind"],
-                        e["ref"],
-                        e["amount_nanos"],
-                        e["recorded_at"],
-                        e["body"].encode(),
-                        e["prev_hash"],
-                        e["hash"],
-                    )
+                    seq, kind, ref, amount, recorded_at, body, prev_hash, digest = fields(loads(line))
+                    row = (seq, kind, ref, amount, recorded_at, body.encode(), prev_hash, digest)
                 except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
                     self.error = Problem("malformed", None, f"{ENTRIES} line {number} is not an entry ({exc})")
                     return
@@ -221,6 +214,7 @@ assert seq == manifest["last_seq"] and seq >= max(heads, default=0), "entries mi
 print(f"OK: {{manifest['org']}} seq {{manifest['first_seq']}}..{{seq}}, head {{prev}}")
 ```
 
-(`quotagate audit verify` also checks that each body is canonical and names the kind of the first broken
-link: edited, deleted, inserted, reordered, truncated.)
+(`quotagate audit verify` also checks that each body's top level is canonical RFC 8785 around its `data`
+object, whose bytes the hash covers as they are, and names the kind of the first broken link: edited,
+deleted, inserted, reordered, truncated.)
 """

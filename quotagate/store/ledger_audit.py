@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -34,7 +35,7 @@ from quotagate.ledger.verify import GENESIS_ANCHOR, Anchor, ChainReport, Row, ve
 from quotagate.store.database import Database
 from quotagate.store.tables import LedgerCheckpoint, LedgerEntry, Organization
 
-PAGE = 20_000
+PAGE = 10_000
 # recorded_at as the body writes it (ISO 8601, microseconds, +00:00) and the body as bytes.
 _ROWS = {
     "sqlite": "SELECT seq, kind, ref, amount_nanos, replace(recorded_at, ' ', 'T') || '+00:00', "
@@ -57,14 +58,32 @@ def iter_rows(session: Session, org: str, *, after: int = 0, upto: int | None = 
     # psycopg's binary protocol hands bytea over as bytes; in text mode it is hex, 3x slower to read.
     cursor = raw.cursor(binary=True) if dialect == "postgresql" else raw.cursor()
     limit = upto if upto is not None else 2**62
+
+    def page_after(seq: int) -> list[Row]:
+        cursor.execute(_ROWS[dialect], (org, seq, limit, PAGE))
+        return cast("list[Row]", cursor.fetchall())  # both drivers return a list of plain tuples
+
     try:
-        while True:
-            cursor.execute(_ROWS[dialect], (org, after, limit, PAGE))
-            page = cursor.fetchall()
-            yield from page
-            if len(page) < PAGE:
-                return
-            after = page[-1][0]
+        if dialect != "postgresql":
+            # SQLite runs in this process and releases the GIL for every row it steps: a reader thread
+            # would only fight the caller for the GIL.
+            while True:
+                page = page_after(after)
+                yield from page
+                if len(page) < PAGE:
+                    return
+                after = page[-1][0]
+        # PostgreSQL: the server prepares and sends the next page while the caller works through this
+        # one (psycopg waits for it without the GIL). The connection is used by one thread at a time.
+        with ThreadPoolExecutor(1, thread_name_prefix="ledger-read") as reader:
+            ahead = reader.submit(page_after, after)
+            while True:
+                page = ahead.result()
+                if len(page) == PAGE:
+                    ahead = reader.submit(page_after, page[-1][0])
+                yield from page
+                if len(page) < PAGE:
+                    return
     finally:
         cursor.close()
 

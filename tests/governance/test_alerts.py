@@ -280,6 +280,101 @@ def test_tpm_saturation_measures_the_last_minute_window(app: App) -> None:
         assert "reached 90% of its tokens-per-minute limit: 1900000 of 2000000" in events(hook)[0]["message"]
 
 
+USD = 1_000_000_000  # nanos
+
+
+def with_rule(url: str, rule: dict[str, Any]) -> str:
+    def edit(doc: dict[str, Any]) -> None:
+        doc["organizations"][0]["alerts"] = {
+            "receivers": [{"name": "hook", "url": url, "signing_secret": "env:QG_TEST_ALERT_SECRET"}],
+            "rules": [rule],
+        }
+
+    return edit_manifest(manifest_text(), edit)
+
+
+def alert_entries(app: App) -> list[dict[str, Any]]:
+    with app.db.read() as session:
+        assert verify_org(session, "org-demo", KeyRing([])).ok
+        rows = session.scalars(select(LedgerEntry).where(LedgerEntry.kind == "alert").order_by(LedgerEntry.seq))
+        return [json.loads(r.body)["data"] for r in rows]
+
+
+def test_credit_balance_fires_once_per_day_through_the_store(app: App) -> None:
+    """Credits loaded on the ledger, spend recorded as usage events: the evaluator reads the balance as the
+    counters' seed does, fires when it drops below the threshold, once that day, again the next day."""
+    from quotagate.store.credits_repo import add_credit
+
+    rule = {"rule_id": "credits", "kind": "credit_balance", "scope_type": "project", "project_id": "proj-demo"}
+    with webhook_receiver() as hook:
+        apply_manifest(with_rule(hook.url, {**rule, "below": 5}))
+        now = time.time()
+        assert evaluator(app, clock=lambda: now).tick() == (0, 0)  # no credits ever loaded: never fires
+        with app.db.transaction() as session:
+            add_credit(
+                session,
+                scope_type="project",
+                scope_id="proj-demo",
+                amount_nanos=10 * USD,
+                note="test",
+                scope=None,
+                actor="test",
+            )
+        spend(app, 4 * USD, at=now + 1)  # balance 6
+        assert evaluator(app, clock=lambda: now + 2).tick() == (0, 0)
+        spend(app, 2 * USD + 1, at=now + 3)  # balance 4 usd minus a nano: below 5
+        assert evaluator(app, clock=lambda: now + 4).tick() == (1, 1)
+        for _ in range(2):  # the same day: nothing new, whichever evaluator looks
+            assert evaluator(app, clock=lambda: now + 5).tick() == (0, 0)
+        assert evaluator(app, clock=lambda: now + 86_400).tick() == (1, 1)  # the next UTC day, still below
+        first, second = events(hook)
+        assert first["rule"] == {"id": "credits", "kind": "credit_balance"}
+        assert first["observed"] == {"balance_nanos": 4 * USD - 1, "below_nanos": 5 * USD}
+        assert first["threshold"] == second["threshold"] == f"below:{5 * USD}"
+        assert first["period"] == time.strftime("%Y-%m-%d", time.gmtime(now + 4))
+        assert second["period"] == time.strftime("%Y-%m-%d", time.gmtime(now + 86_400))
+        assert first["message"] == "project demo-app: prepaid credit balance 4.0000 is below 5.0000"
+        for request, sent_at in zip(hook.requests, (now + 4, now + 86_400), strict=True):  # signed at the clock's time
+            assert verify_signature(SECRET, request.body, request.headers["x-quotagate-signature"], now=sent_at)
+        assert [(e["kind"], e["period"]) for e in alert_entries(app)] == [
+            ("credit_balance", first["period"]),
+            ("credit_balance", second["period"]),
+        ]
+
+
+def test_spend_anomaly_fires_once_per_hour_through_the_store(app: App) -> None:
+    """A week of history at 1 usd an hour; the last hour's spend must exceed 3x that (and 1 usd)."""
+    rule = {
+        "rule_id": "spike",
+        "kind": "spend_anomaly",
+        "scope_type": "project",
+        "project_id": "proj-demo",
+        "factor": 3,
+        "window_minutes": 60,
+        "baseline_days": 7,
+        "min_spend": 1,
+    }
+    with webhook_receiver() as hook:
+        apply_manifest(with_rule(hook.url, rule))
+        now = time.time() // 3600 * 3600 + 1800  # mid-hour: the window and the period are unambiguous
+        spend(app, 7 * 24 * USD, at=now - 3 * 86_400)  # the baseline: 168 usd over the 7 days before the window
+        spend(app, 8 * 24 * USD, at=now - 9 * 86_400)  # older than the baseline: ignored
+        spend(app, 3 * USD, at=now - 600)  # exactly 3x the average of 1 usd per hour: not above it
+        assert evaluator(app, clock=lambda: now).tick() == (0, 0)
+        spend(app, 1, at=now - 300)  # one nano more
+        assert evaluator(app, clock=lambda: now).tick() == (1, 1)
+        assert evaluator(app, clock=lambda: now + 60).tick() == (0, 0)  # the same hour: once
+        # An hour later the window holds only what is new: a new spike, a new period, one more alert.
+        spend(app, 4 * USD, at=now + 3000)
+        assert evaluator(app, clock=lambda: now + 3600).tick() == (1, 1)
+        first, second = events(hook)
+        assert first["observed"] == {"recent_nanos": 3 * USD + 1, "average_nanos": USD, "factor": "3"}
+        assert second["observed"]["recent_nanos"] == 4 * USD
+        assert first["period"] == time.strftime("%Y-%m-%dT%H", time.gmtime(now))
+        assert second["period"] == time.strftime("%Y-%m-%dT%H", time.gmtime(now + 3600))
+        assert [e["threshold"] for e in alert_entries(app)] == ["anomaly", "anomaly"]
+
+
 # -- the signature, the sample and the rule arithmetic ---------------------------------------------
 
 

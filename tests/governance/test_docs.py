@@ -6,7 +6,14 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from quotagate.governance.actors import ACTOR_HEADER, SIGNATURE_HEADER, Verified, sign_actor, verify_actor
+from quotagate.governance.actors import (
+    ACTOR_HEADER,
+    SIGNATURE_HEADER,
+    NoncePolicy,
+    Verified,
+    sign_actor,
+    verify_actor,
+)
 from quotagate.governance.webhooks import sign
 from tests.conftest import REPO
 
@@ -23,14 +30,18 @@ def snippet(marker: str, name: str) -> Callable[..., Any]:
 
 def test_actor_snippet_signs_like_the_gateway() -> None:
     actor_headers = snippet("actor-signing-snippet", "actor_headers")
-    headers = actor_headers("s3cret", "demo-key.abcdef", now=1767225600, user="alice", team="ml")
-    expected = sign_actor("s3cret", "demo-key", {"user": "alice", "team": "ml"}, 1767225600)
+    nonce = "3q2-7wEAAAAAAAAAAAAAAA"
+    headers = actor_headers("s3cret", "demo-key.abcdef", now=1767225600, nonce=nonce, user="alice", team="ml")
+    expected = sign_actor("s3cret", "demo-key", {"user": "alice", "team": "ml"}, 1767225600, nonce)
     assert headers == {
         "X-Quotagate-Actor": expected[ACTOR_HEADER],
         "X-Quotagate-Actor-Signature": expected[SIGNATURE_HEADER],
     }
     lower = {k.lower(): v for k, v in headers.items()}
-    assert isinstance(verify_actor(lower, "demo-key", "s3cret", 1767225600, 300), Verified)
+    verified = verify_actor(lower, "demo-key", "s3cret", 1767225600, 300, nonce_policy=NoncePolicy.REQUIRED)
+    assert isinstance(verified, Verified) and verified.nonce == nonce
+    fresh = [actor_headers("s3cret", "demo-key.abcdef", user="alice")["X-Quotagate-Actor-Signature"] for _ in range(2)]
+    assert fresh[0].split(",")[1] != fresh[1].split(",")[1]  # a new nonce every call
 
 
 def test_webhook_snippet_verifies_like_the_gateway() -> None:

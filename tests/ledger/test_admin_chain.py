@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from quotagate.cli.main import main
 from quotagate.ledger.chain import GLOBAL_CHAIN
 from quotagate.ledger.checkpoint import KeyRing
+from quotagate.secret_box import new_master_key
 from quotagate.store.audit import record_admin_action
 from quotagate.store.database import Database
 from quotagate.store.ledger_audit import chain_orgs, verify_org
@@ -93,13 +94,11 @@ def run(argv: list[str]) -> int:
 
 def test_cli_admin_commands_extend_the_chains(use_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_KEY_FOR_TEST", "sk-test")
+    monkeypatch.setenv("QUOTAGATE_MASTER_KEY", new_master_key())  # PostgreSQL has no embedded one
     assert run(["manifest", "apply", str(EXAMPLES / "acme-team.yaml")]) == 0
     assert run(["keys", "issue", "da-sk-acme-team"]) == 0
     assert run(["keys", "suspend", "da-sk-acme-team"]) == 0
-    assert run(["upstream", "set-key", "openai", "--from-env", "OPENAI_KEY_FOR_TEST"]) in (
-        0,
-        2,
-    )  # 2: no master key on PostgreSQL
+    assert run(["upstream", "set-key", "openai", "--from-env", "OPENAI_KEY_FOR_TEST"]) == 0
     db = Database(use_database)
     with db.read() as session:
         orgs = chain_orgs(session)
@@ -108,6 +107,8 @@ def test_cli_admin_commands_extend_the_chains(use_database: str, monkeypatch: py
         actions = [json.loads(e.body)["data"]["action"] for e in entries(db, org)]
         assert actions[-2:] == ["key.issue", "key.suspend"]
         assert "manifest.create" in actions
+        global_actions = [json.loads(e.body)["data"]["action"] for e in entries(db, GLOBAL_CHAIN)]
+        assert global_actions[-1] == "upstream.set_key"  # a provider key belongs to no organization
         for chain in orgs:
             report = verify_org(session, chain, KeyRing([]))
             assert report.ok, report.summary()

@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import stat
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -27,11 +31,13 @@ from quotagate.ledger.checkpoint import (
     read_checkpoints,
     signer_from_settings,
 )
+from quotagate.runtime import open_runtime
 from quotagate.settings import Settings
 from quotagate.store.database import Database
 from quotagate.store.ledger_checkpoints import Checkpointer, open_checkpointer
 from quotagate.store.ledger_repo import append_entries
 from quotagate.store.tables import LedgerCheckpoint
+from tests.conftest import REPO
 from tests.ledger import chains as c
 from tests.ledger.chains import ORG
 
@@ -206,3 +212,99 @@ def test_signer_signs_what_the_keyring_verifies() -> None:
     ring = KeyRing([signer.public_key])
     assert ring.problem(cp) is None
     assert ring.problem(Checkpoint.from_json({**cp.to_json(), "seq": 6})) is not None
+
+
+def test_a_gateway_on_postgresql_without_a_signing_key_refuses_to_start(database_url: str, tmp_path: Path) -> None:
+    """Periodic checkpoints cannot silently be off: `serve` on PostgreSQL without the shared key exits with a
+    clear error before it listens; with the interval explicitly 0 it starts without a checkpointer."""
+    if database_url.startswith("sqlite"):  # the embedded default signs with its generated key
+        runtime = open_runtime(Settings(home=tmp_path, database_url=database_url))
+        assert runtime.checkpointer is not None
+        runtime.app.close()
+        return
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUOTAGATE_")}
+    env.update(QUOTAGATE_HOME=str(tmp_path / "home"), QUOTAGATE_DATABASE_URL=database_url, PYTHONPATH=str(REPO))
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "quotagate", "serve", "--grpc", "127.0.0.1:0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = serve.communicate(timeout=60)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+    assert serve.returncode == 2, (out, err)
+    assert "QUOTAGATE_LEDGER_SIGNING_KEY or QUOTAGATE_LEDGER_SIGNING_KEY_FILE is required with PostgreSQL" in err
+    assert "QUOTAGATE_LEDGER_CHECKPOINT_INTERVAL_S=0" in err
+    assert "listening" not in out
+    runtime = open_runtime(Settings(home=tmp_path, database_url=database_url, ledger_checkpoint_interval_s=0))
+    assert runtime.checkpointer is None
+    runtime.app.close()
+
+
+RACER = """
+import base64, sys, time
+from pathlib import Path
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from quotagate.ledger.anchors import DirectorySink
+from quotagate.ledger.checkpoint import Signer
+from quotagate.store.database import Database
+from quotagate.store.ledger_checkpoints import Checkpointer
+from quotagate.store.ledger_repo import NewEntry, append_entries
+
+url, seed, anchors, name, start_at, rounds = sys.argv[1:7]
+db = Database(url, auto_upgrade=False)
+signer = Signer(Ed25519PrivateKey.from_private_bytes(base64.urlsafe_b64decode(seed)))
+checkpointer = Checkpointer(db, signer, [DirectorySink(Path(anchors))], 60)
+time.sleep(max(0.0, float(start_at) - time.time()))
+signed = 0
+for r in range(int(rounds)):
+    if r % 2 == 0:  # heads move while the other process signs
+        with db.transaction() as session:
+            append_entries(session, "acme", [NewEntry("usage", f"{name}-{r}", -1, {"w": name})])
+    signed += sum(o.status == "signed" for o in checkpointer.checkpoint())
+print(signed)
+db.close()
+"""
+
+
+def test_checkpointers_racing_on_one_head_store_one_checkpoint_per_seq(db: Database, tmp_path: Path) -> None:
+    """Two gateway processes with the shared key, both signing (and moving) the same chain's head at once:
+    every stored checkpoint is distinct per seq, verifies, matches the chain and was anchored."""
+    seed = base64.urlsafe_b64encode(Ed25519PrivateKey.generate().private_bytes_raw()).decode()
+    signer = Signer(Ed25519PrivateKey.from_private_bytes(base64.urlsafe_b64decode(seed)))
+    anchors, rounds = tmp_path / "anchors", 12
+    start_at = str(time.time() + 3)  # both have imported and connected by then
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, db.url, seed, str(anchors), f"p{i}", start_at, str(rounds)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    signed = 0
+    for racer in racers:
+        out, err = racer.communicate(timeout=120)
+        assert racer.returncode == 0, err
+        signed += int(out)
+    rows = stored(db)
+    seqs = [r.seq for r in rows]
+    assert len(rows) == signed and signed >= 2
+    assert len(set(seqs)) == len(seqs), seqs  # never two checkpoints of one head
+    assert seqs == sorted(seqs)  # each one signs a head later than the last stored
+    assert seqs[-1] == c.head(db) == 21 + rounds  # the final head is signed
+    report = c.verify(db, signer)
+    assert report.ok, report.summary()
+    assert report.checkpoints_matched == len(rows)
+    assert all(r.anchor for r in rows)
+    published = read_checkpoints(anchors)
+    assert sorted({cp.seq for cp in published}) == seqs
+    assert all(KeyRing([signer.public_key]).problem(cp) is None for cp in published)

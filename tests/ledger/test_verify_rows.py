@@ -69,6 +69,38 @@ def test_a_body_that_is_not_an_entry_is_reported() -> None:
 
 def test_a_wrong_column_type_is_reported() -> None:
     assert kinds(replace(chain(2), 2, amount_nanos="-2")) == [("column-edited", 2)]
+    # An export line may hold any JSON type: `true` is not the body's kind, even where `1 == True`.
+    assert kinds(replace(chain(2), 2, kind=True)) == [("column-edited", 2)]
+    assert kinds(replace(chain(2), 2, recorded_at=None)) == [("column-edited", 2)]
+
+
+def mixed_chain() -> list[Row]:
+    """Kinds and time stamps that change from row to row, and repeat (what the verifier caches)."""
+    rows: list[Row] = []
+    prev = GENESIS
+    for seq in range(1, 9):
+        kind = ("usage", "usage", "admin", "credit")[seq % 4]
+        stamp = f"2026-01-01T00:00:0{seq // 3}.000000+00:00"
+        body, digest = seal(Entry(ORG, seq, kind, None if seq == 5 else f"r{seq}", -seq, stamp, {}), prev)
+        rows.append((seq, kind, None if seq == 5 else f"r{seq}", -seq, stamp, body, prev, digest))
+        prev = digest
+    return rows
+
+
+@pytest.mark.parametrize("at", range(1, 9))
+def test_each_column_is_compared_whatever_the_previous_row_held(at: int) -> None:
+    rows = mixed_chain()
+    assert kinds(rows) == []
+    previous = rows[at - 2] if at > 1 else rows[1]
+    other_kind = "credit" if rows[at - 1][1] != "credit" else "usage"
+    for column, value in (
+        ("kind", previous[1] if previous[1] != rows[at - 1][1] else other_kind),
+        ("recorded_at", previous[4] if previous[4] != rows[at - 1][4] else "2026-01-02T00:00:00.000000+00:00"),
+        ("ref", "r99"),
+        ("seq", at + 100),
+    ):
+        problems = kinds(replace(rows, at, **{column: value}))
+        assert problems and problems[0][0] in {"column-edited", "deleted"}, (column, problems)
 
 
 def test_duplicate_seq_is_out_of_order() -> None:
