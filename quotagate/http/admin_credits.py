@@ -24,10 +24,11 @@ from quotagate.http.idempotency import IdempotencyKey, fingerprint, respond, run
 from quotagate.http.models import Ref, Strict, Text, When
 from quotagate.http.money import amount
 from quotagate.http.paging import Cursor, Limit, Page, decode, encode
+from quotagate.http.routing import JsonBodyRoute
 from quotagate.money import MAX_NANOS, NANOS_PER_CENT, nanos_from_units
 from quotagate.store.credits_repo import add_credit, ledger_page
 
-router = APIRouter(prefix="/admin", tags=["credits"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=JsonBodyRoute, prefix="/admin", tags=["credits"], responses=ERROR_RESPONSES)
 Ctx = Annotated[Context, Depends(context)]
 
 Amount = Annotated[

@@ -20,11 +20,13 @@ from quotagate.http.errors import ERROR_RESPONSES, ApiError
 from quotagate.http.idempotency import IdempotencyKey, fingerprint, respond, run_idempotent
 from quotagate.http.models import Identifier, KeyId, Models, PathRef, Ref, Strict, Text, When
 from quotagate.http.paging import Cursor, Limit, Page, decode, encode
+from quotagate.http.routing import JsonBodyRoute
+from quotagate.http.visibility import require_visible
 from quotagate.identity.credentials import Credential
 from quotagate.store import keys_repo
 from quotagate.store.api_keys_repo import create_key, get_key, key_json, list_keys
 
-router = APIRouter(prefix="/admin/keys", tags=["keys"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=JsonBodyRoute, prefix="/admin/keys", tags=["keys"], responses=ERROR_RESPONSES)
 Ctx = Annotated[Context, Depends(context)]
 MAX_GRACE_S = 30 * 86400
 
@@ -99,15 +101,19 @@ async def list_gateway_keys(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[Key]:
-    items, last = await ctx.read(
-        list_keys,
-        admin.organization_id,
-        organization=organization,
-        client_id=client_id,
-        status=status,
-        after=decode(cursor, str),
-        limit=limit,
-    )
+    def run(session: Any) -> tuple[list[dict[str, Any]], str | None]:
+        require_visible(session, admin.organization_id, client_id=client_id)
+        return list_keys(
+            session,
+            admin.organization_id,
+            organization=organization,
+            client_id=client_id,
+            status=status,
+            after=decode(cursor, str),
+            limit=limit,
+        )
+
+    items, last = await ctx.read(run)
     return Page(data=[Key(**i) for i in items], next_cursor=encode(last))
 
 
@@ -156,7 +162,10 @@ async def issue_gateway_key(
 
     def work(session: Any) -> tuple[int, dict[str, Any]]:
         get_key(session, key_id, admin.organization_id)
-        credential = keys_repo.issue_key(session, ctx.hasher, key_id, actor=admin.actor, expires_at=expires)
+        # This endpoint's documented contract is "replace at once"; `keys issue` on the CLI asks for --replace.
+        credential = keys_repo.issue_key(
+            session, ctx.hasher, key_id, actor=admin.actor, expires_at=expires, replace=True
+        )
         return 200, _with_credential(key_json(get_key(session, key_id, None)), credential)
 
     sha = fingerprint("POST", request.url.path, body)

@@ -12,11 +12,12 @@ from pydantic import BaseModel
 from quotagate.http.auth import Admin, require_global
 from quotagate.http.context import Context, context
 from quotagate.http.errors import ERROR_RESPONSES, ApiError
+from quotagate.http.routing import JsonBodyRoute
 from quotagate.manifest.desired import DesiredState, desired_state
 from quotagate.manifest.load import MAX_MANIFEST_BYTES, ManifestError, Problem, load_text
 from quotagate.store.manifest_apply import Plan, apply_plan, plan_manifest
 
-router = APIRouter(prefix="/admin/manifest", tags=["manifest"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=JsonBodyRoute, prefix="/admin/manifest", tags=["manifest"], responses=ERROR_RESPONSES)
 Ctx = Annotated[Context, Depends(context)]
 SOURCE = "<request body>"
 

@@ -7,8 +7,9 @@ from pydantic import BaseModel, Field
 
 from quotagate.http.auth import Admin
 from quotagate.http.errors import ERROR_RESPONSES
+from quotagate.http.routing import JsonBodyRoute
 
-router = APIRouter(prefix="/admin", tags=["admin"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=JsonBodyRoute, prefix="/admin", tags=["admin"], responses=ERROR_RESPONSES)
 
 
 class Me(BaseModel):

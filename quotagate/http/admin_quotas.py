@@ -18,11 +18,13 @@ from quotagate.http.context import Context, context
 from quotagate.http.errors import ERROR_RESPONSES
 from quotagate.http.models import Identifier, Models, Note, Patch, PathRef, Ref, Strict
 from quotagate.http.paging import Cursor, Limit, Page, decode, encode
+from quotagate.http.routing import JsonBodyRoute
+from quotagate.http.visibility import require_scope_visible
 from quotagate.manifest.schema import EnforcementMode, ScopeType
 from quotagate.store import quotas_repo as repo
 from quotagate.store.admin_tokens_repo import AdminPrincipal
 
-router = APIRouter(prefix="/admin", tags=["quotas"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=JsonBodyRoute, prefix="/admin", tags=["quotas"], responses=ERROR_RESPONSES)
 Ctx = Annotated[Context, Depends(context)]
 
 Rpm = Annotated[int, Field(gt=0, le=10**9)]
@@ -43,7 +45,10 @@ class Quota(BaseModel):
     monthly_spend_unit: str | None
     prepaid: bool
     enforcement_mode: str
-    model_allowlist: list[str] | None
+    model_allowlist: list[str] | None = Field(description="restricts the scope to these models and limits only them")
+    applies_to_models: list[str] | None = Field(
+        default=None, description="the limits count only these models; other models are not restricted by it"
+    )
     notes: str | None
     status: str
     managed_by: str
@@ -62,12 +67,21 @@ class QuotaCreate(Strict):
     prepaid: bool = False
     enforcement_mode: EnforcementMode = EnforcementMode.ENFORCE
     model_allowlist: Models | None = None
+    applies_to_models: Models | None = None
     notes: Note | None = None
 
 
 class QuotaPatch(Patch):
     nullable = frozenset(
-        {"rpm_limit", "tpm_limit", "monthly_spend_limit", "monthly_spend_unit", "model_allowlist", "notes"}
+        {
+            "rpm_limit",
+            "tpm_limit",
+            "monthly_spend_limit",
+            "monthly_spend_unit",
+            "model_allowlist",
+            "applies_to_models",
+            "notes",
+        }
     )
     rpm_limit: Rpm | None = None
     tpm_limit: Tpm | None = None
@@ -76,6 +90,7 @@ class QuotaPatch(Patch):
     prepaid: bool | None = None
     enforcement_mode: EnforcementMode | None = None
     model_allowlist: Models | None = None
+    applies_to_models: Models | None = None
     notes: Note | None = None
     status: Annotated[str, Field(pattern="^(active|disabled)$")] | None = None
 
@@ -102,15 +117,22 @@ async def list_quotas(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[Quota]:
-    items, last = await ctx.read(
-        repo.list_quotas,
-        admin.organization_id,
-        organization=organization,
-        scope_type=scope_type.value if scope_type else None,
-        scope_id=scope_id,
-        after=decode(cursor, str),
-        limit=limit,
-    )
+    kind = scope_type.value if scope_type else None
+
+    def run(session: Any) -> tuple[list[dict[str, Any]], str | None]:
+        if scope_id is not None:
+            require_scope_visible(session, admin.organization_id, kind, scope_id)
+        return repo.list_quotas(
+            session,
+            admin.organization_id,
+            organization=organization,
+            scope_type=kind,
+            scope_id=scope_id,
+            after=decode(cursor, str),
+            limit=limit,
+        )
+
+    items, last = await ctx.read(run)
     return Page(data=[Quota(**i) for i in items], next_cursor=encode(last))
 
 

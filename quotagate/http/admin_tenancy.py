@@ -17,10 +17,12 @@ from quotagate.http.context import Context, context
 from quotagate.http.errors import ERROR_RESPONSES
 from quotagate.http.models import Identifier, Name, Patch, PathRef, Ref, Slug, Strict, Tag
 from quotagate.http.paging import Cursor, Limit, Page, decode, encode
+from quotagate.http.routing import JsonBodyRoute
+from quotagate.http.visibility import require_visible
 from quotagate.manifest.schema import Status
 from quotagate.store import tenancy_repo as repo
 
-router = APIRouter(prefix="/admin", tags=["tenancy"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=JsonBodyRoute, prefix="/admin", tags=["tenancy"], responses=ERROR_RESPONSES)
 Ctx = Annotated[Context, Depends(context)]
 
 
@@ -212,15 +214,19 @@ async def list_clients(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[Client]:
-    items, last = await ctx.read(
-        repo.list_page,
-        repo.CLIENT,
-        admin.organization_id,
-        organization=organization,
-        project_id=project_id,
-        after=decode(cursor, str),
-        limit=limit,
-    )
+    def run(session: Any) -> tuple[list[dict[str, Any]], str | None]:
+        require_visible(session, admin.organization_id, project_id=project_id)
+        return repo.list_page(
+            session,
+            repo.CLIENT,
+            admin.organization_id,
+            organization=organization,
+            project_id=project_id,
+            after=decode(cursor, str),
+            limit=limit,
+        )
+
+    items, last = await ctx.read(run)
     return Page(data=[Client(**i) for i in items], next_cursor=encode(last))
 
 

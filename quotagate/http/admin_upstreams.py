@@ -15,9 +15,10 @@ from quotagate.http.auth import Admin, require_global
 from quotagate.http.context import Context, context
 from quotagate.http.errors import ERROR_RESPONSES, ApiError
 from quotagate.http.models import Strict
+from quotagate.http.routing import JsonBodyRoute
 from quotagate.store.credentials_repo import set_provider_key
 
-router = APIRouter(prefix="/admin/upstreams", tags=["upstreams"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=JsonBodyRoute, prefix="/admin/upstreams", tags=["upstreams"], responses=ERROR_RESPONSES)
 Ctx = Annotated[Context, Depends(context)]
 
 

@@ -18,10 +18,11 @@ from quotagate.http.context import Context, context
 from quotagate.http.errors import ERROR_RESPONSES, ApiError, Problem
 from quotagate.http.models import Ref, Text, When
 from quotagate.http.money import amount
+from quotagate.http.routing import JsonBodyRoute
 from quotagate.store.reports import GROUPS, MEASURES, Report, ReportQuery, usage_report
 from quotagate.store.tenancy_repo import find_org
 
-router = APIRouter(prefix="/admin", tags=["usage"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=JsonBodyRoute, prefix="/admin", tags=["usage"], responses=ERROR_RESPONSES)
 Ctx = Annotated[Context, Depends(context)]
 
 

@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from quotagate.http import (
+    admin_alerts,
     admin_credits,
     admin_keys,
     admin_manifest,
@@ -46,6 +47,7 @@ ROUTERS = (
     admin_credits.router,
     admin_usage.router,
     admin_upstreams.router,
+    admin_alerts.router,
     admin_manifest.router,
     dashboard_api.router,
     dashboard.router,

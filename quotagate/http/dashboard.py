@@ -15,8 +15,9 @@ from fastapi.responses import Response
 
 from quotagate.http.errors import ApiError
 from quotagate.http.models import PathRef
+from quotagate.http.routing import JsonBodyRoute
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=JsonBodyRoute, include_in_schema=False)
 
 ASSETS = {
     "index.html": "text/html; charset=utf-8",

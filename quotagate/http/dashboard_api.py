@@ -28,14 +28,16 @@ from quotagate.http.money import amount
 from quotagate.http.paging import Cursor, Limit, Page, decode, encode
 from quotagate.http.portal import CreditBalance, Money, currency_of, has_limits, limit_check, limit_view
 from quotagate.http.portal import Limit as LimitState
+from quotagate.http.routing import JsonBodyRoute
 from quotagate.http.sub_accounts import window_start
+from quotagate.http.visibility import require_visible
 from quotagate.policy import credit_id
 from quotagate.store import activity_repo as repo
 from quotagate.store.activity_repo import ActivityScope, Bucket, Dimension, RequestCursor
 from quotagate.store.baseline import StoreBaseline
 from quotagate.store.tenancy_repo import find_org
 
-router = APIRouter(tags=["dashboard"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=JsonBodyRoute, tags=["dashboard"], responses=ERROR_RESPONSES)
 Ctx = Annotated[Context, Depends(context)]
 
 Window = Annotated[str, Query(max_length=8, description="e.g. 24h, 7d, 30d (at most 366d)")]
@@ -45,7 +47,16 @@ Filter = Annotated[Ref | None, Query()]
 Decision = Literal["allowed", "denied"]
 # Hourly points beyond a month are too many to draw or read.
 MAX_HOURLY = timedelta(days=31)
-BREAKDOWNS: tuple[Dimension, ...] = ("model", "project", "client", "key", "reason")
+BREAKDOWNS: tuple[Dimension, ...] = (
+    "model",
+    "project",
+    "client",
+    "key",
+    "reason",
+    "actor_team",
+    "actor_user",
+    "actor_app",
+)
 SCOPE_ORDER = {"organization": 0, "project": 1, "client": 2, "key": 3}
 
 
@@ -96,6 +107,9 @@ class Summary(BaseModel):
     by_client: list[Row] = Field(description="clients and sub-accounts")
     by_key: list[Row]
     blocked_by_reason: list[Row] = Field(description="refused requests per reason, most first")
+    by_actor_team: list[Row] = Field(description="signed actor attribution: per team (attributed requests only)")
+    by_actor_user: list[Row] = Field(description="per user")
+    by_actor_app: list[Row] = Field(description="per app")
 
 
 class Request(BaseModel):
@@ -118,6 +132,7 @@ class Request(BaseModel):
     cost: str
     latency_ms: int | None
     ttft_ms: int | None
+    actor: dict[str, str] | None = Field(description="the verified actor (user, team, app, env), if signed")
 
 
 class OrganizationBalance(BaseModel):
@@ -178,6 +193,7 @@ def _admin(
         org_id = admin.organization_id
         if organization is not None:
             org_id = find_org(session, organization, admin.organization_id).id
+        require_visible(session, org_id, project_id=project_id, client_id=client_id, key_id=key_id)
         return ActivityScope(org_id, project_id, client_id, key_id)
 
     return resolve
@@ -210,6 +226,9 @@ async def _summary(ctx: Context, resolve: Resolve, window: str, top: int) -> Sum
         by_client=out("client"),
         by_key=out("key"),
         blocked_by_reason=out("reason"),
+        by_actor_team=out("actor_team"),
+        by_actor_user=out("actor_user"),
+        by_actor_app=out("actor_app"),
     )
 
 

@@ -31,9 +31,17 @@ TYPES = {
     413: "invalid_request_error",
     415: "invalid_request_error",
     422: "invalid_request_error",
+    429: "rate_limit_error",
     503: "service_unavailable",
 }
-CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 409: "conflict", 422: "validation_failed"}
+CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+}
 
 
 class Problem(BaseModel):
@@ -105,6 +113,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "missing or invalid credential"),
         (404, "no such object (or not visible to this credential)"),
         (422, "invalid input; `details` lists every problem with its path"),
+        (429, "too many failed authentication attempts from this address (see Retry-After)"),
         (503, "a backend is unavailable"),
     )
 }

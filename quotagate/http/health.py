@@ -11,9 +11,10 @@ from pydantic import BaseModel
 
 from quotagate.errors import BackendUnavailable
 from quotagate.http.context import Context, context
+from quotagate.http.routing import JsonBodyRoute
 from quotagate.store.health_repo import ping
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["health"])
 
 
 class Health(BaseModel):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from quotagate.http.routing import JsonBodyRoute
 from quotagate.metrics import REGISTRY, SPOOLED
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["health"])
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics of this process")

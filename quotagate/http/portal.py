@@ -16,6 +16,7 @@ from quotagate.http.context import Context, context
 from quotagate.http.errors import ERROR_RESPONSES, ApiError
 from quotagate.http.models import PathRef
 from quotagate.http.money import amount
+from quotagate.http.routing import JsonBodyRoute
 from quotagate.identity.authenticate import Identity
 from quotagate.limits.model import CounterState, LimitCheck
 from quotagate.policy import counter_id, credit_id, model_allowed, quotas_for
@@ -25,7 +26,7 @@ from quotagate.store.catalog_repo import rate_card_created
 from quotagate.store.credits_repo import loaded_credits
 from quotagate.store.reports import ReportQuery, usage_report
 
-router = APIRouter(tags=["portal"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=JsonBodyRoute, tags=["portal"], responses=ERROR_RESPONSES)
 Ctx = Annotated[Context, Depends(context)]
 
 
@@ -126,7 +127,7 @@ def limit_view(snapshot: Snapshot, q: QuotaView, s: CounterState) -> Limit:
         scope_id=q.scope_id,
         scope_name=_scope_name(snapshot, q.scope_type, q.scope_id),
         enforcement_mode="enforce" if q.enforce else "monitor",
-        models=sorted(q.model_allowlist) if q.model_allowlist is not None else None,
+        models=sorted(q.limited_models) if q.limited_models is not None else None,
         rpm_limit=q.rpm_limit,
         rpm_remaining=_remaining(q.rpm_limit, s.requests_this_minute),
         tpm_limit=q.tpm_limit,

@@ -23,11 +23,14 @@ from quotagate.http.idempotency import IdempotencyKey, fingerprint, respond, run
 from quotagate.http.models import Identifier, Models, Name, Patch, PathRef, Ref, Strict, Tag
 from quotagate.http.money import amount, cents
 from quotagate.http.paging import Cursor, Limit, Page, decode, encode
+from quotagate.http.routing import JsonBodyRoute
 from quotagate.money import MAX_NANOS, NANOS_PER_CENT
 from quotagate.store import sub_accounts_repo as repo
 from quotagate.store.reports import MEASURES, Report
 
-router = APIRouter(prefix="/v1/sub-accounts", tags=["sub-accounts"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    route_class=JsonBodyRoute, prefix="/v1/sub-accounts", tags=["sub-accounts"], responses=ERROR_RESPONSES
+)
 Ctx = Annotated[Context, Depends(context)]
 
 Cents = Annotated[int, Field(ge=0, le=MAX_NANOS // NANOS_PER_CENT, description="cents of the rate card currency")]

@@ -19,7 +19,7 @@ from quotagate.store.tables import Client, GatewayKey, LedgerEntry, Project, Usa
 
 S = TypeVar("S", bound=Select[*tuple[Any, ...]])
 Bucket = Literal["hour", "day"]
-Dimension = Literal["model", "project", "client", "key", "reason"]
+Dimension = Literal["model", "project", "client", "key", "reason", "actor_user", "actor_team", "actor_app"]
 BUCKET_SPAN = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 
@@ -114,20 +114,26 @@ def totals(session: Session, scope: ActivityScope, since: datetime, until: datet
 
 
 def _dimension(dimension: Dimension) -> SQLColumnExpression[Any]:
-    return {
+    columns: dict[str, SQLColumnExpression[Any]] = {
         "model": func.coalesce(UsageEvent.model_served, UsageEvent.model_requested),
         "project": UsageEvent.project_id,
         "client": UsageEvent.client_id,
         "key": UsageEvent.key_id,
         "reason": UsageEvent.deny_reason,
-    }[dimension]
+        # Verified actor attribution (a signed X-Quotagate-Actor) is a tag of the event; unattributed: NULL.
+        "actor_user": UsageEvent.tags["actor.user"].as_string(),
+        "actor_team": UsageEvent.tags["actor.team"].as_string(),
+        "actor_app": UsageEvent.tags["actor.app"].as_string(),
+    }
+    return columns[dimension]
 
 
 def breakdown(
     session: Session, scope: ActivityScope, since: datetime, until: datetime, dimension: Dimension, limit: int
 ) -> list[dict[str, Any]]:
-    """The window's figures per model, project, client, key or refusal reason, largest spend first (refusal
-    reasons: most refused first); rows with no id (e.g. a refused unknown key has no project) are left out."""
+    """The window's figures per model, project, client, key, refusal reason or actor field, largest spend first
+    (refusal reasons: most refused first); rows with no id (e.g. a refused unknown key has no project, an
+    unattributed request no actor) are left out."""
     dim: ColumnElement[Any] = _dimension(dimension).label("id")
     stmt = select(dim, *_measures()).where(
         UsageEvent.started_at >= since, UsageEvent.started_at < until, dim.is_not(None)
@@ -215,7 +221,14 @@ def _request(e: UsageEvent, client_name: str | None, project: str | None) -> dic
         "cost_nanos": e.cost_nanos,
         "latency_ms": e.latency_ms,
         "ttft_ms": e.ttft_ms,
+        "actor": actor_of(e.tags),
     }
+
+
+def actor_of(tags: dict[str, Any] | None) -> dict[str, str] | None:
+    """The verified actor of an event (`actor.user` -> user, ...), None when it carries none."""
+    fields = {k.removeprefix("actor."): str(v) for k, v in (tags or {}).items() if k.startswith("actor.")}
+    return fields or None
 
 
 def keys_page(

@@ -116,7 +116,7 @@ def spend_figures(session: Session, rule: RuleView, start: datetime, end: dateti
     return [
         LimitFigure(
             q.id,
-            _sum(session, UsageEvent.cost_nanos, rule, start, end, q.model_allowlist),
+            _sum(session, UsageEvent.cost_nanos, rule, start, end, q.limited_models),
             int(q.monthly_spend_nanos or 0),
             q.monthly_spend_unit,
         )
@@ -127,7 +127,7 @@ def spend_figures(session: Session, rule: RuleView, start: datetime, end: dateti
 def tpm_figures(session: Session, rule: RuleView, start: datetime, end: datetime) -> list[LimitFigure]:
     """Tokens of the requests admitted in [start, end) (one minute window) against each TPM limit."""
     return [
-        LimitFigure(q.id, _sum(session, _TOKENS, rule, start, end, q.model_allowlist), int(q.tpm_limit or 0))
+        LimitFigure(q.id, _sum(session, _TOKENS, rule, start, end, q.limited_models), int(q.tpm_limit or 0))
         for q in _scope_quotas(session, rule, Quota.tpm_limit)
     ]
 
@@ -328,16 +328,21 @@ def list_rules(session: Session, org_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def list_firings(session: Session, org_id: str, limit: int = 100) -> list[dict[str, Any]]:
-    """Newest first, each with its deliveries' states."""
-    firings = list(
-        session.scalars(
-            select(AlertFiring)
-            .where(AlertFiring.organization_id == org_id)
-            .order_by(AlertFiring.id.desc())
-            .limit(limit)
-        )
-    )
+def get_alert_object(session: Session, org_id: str, kind: str, name: str) -> dict[str, Any]:
+    """kind: receiver | rule; NotFoundError unless the organization has one of that name."""
+    model: type[AlertReceiver] | type[AlertRule] = AlertReceiver if kind == "receiver" else AlertRule
+    obj = session.get(model, f"{org_id}:{name}")
+    if obj is None:
+        raise NotFoundError(f"no alert {kind} {name!r} in organization {org_id!r}")
+    return _public(obj)
+
+
+def list_firings(session: Session, org_id: str, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
+    """Newest first (ids below `before`, when given), each with its deliveries' states."""
+    query = select(AlertFiring).where(AlertFiring.organization_id == org_id)
+    if before is not None:
+        query = query.where(AlertFiring.id < before)
+    firings = list(session.scalars(query.order_by(AlertFiring.id.desc()).limit(limit)))
     deliveries: dict[int, list[dict[str, Any]]] = defaultdict(list)
     if firings:
         for d in session.scalars(
@@ -372,7 +377,27 @@ def put_rule(session: Session, org_id: str, spec: RuleSpec, actor: str) -> dict[
     names = set(session.scalars(select(AlertReceiver.name).where(AlertReceiver.organization_id == org_id)))
     if unknown := sorted(set(spec.receivers) - names):
         raise ConfigError(f"unknown receiver(s) {unknown} in organization {org_id!r}")
+    _require_limit(session, org_id, spec, row["scope_id"])
     return _put(session, AlertRule, f"{org_id}:{spec.rule_id}", row, org_id, actor)
+
+
+# The limit a rule measures against, as the manifest checks it: its scope must have a quota setting it.
+_RULE_LIMIT = {AlertKind.SPEND_CAP: Quota.monthly_spend_nanos, AlertKind.TPM_SATURATION: Quota.tpm_limit}
+
+
+def _require_limit(session: Session, org_id: str, spec: RuleSpec, scope_id: str) -> None:
+    column = _RULE_LIMIT.get(spec.kind)
+    if column is None:
+        return
+    found = session.scalar(
+        select(func.count())
+        .select_from(Quota)
+        .where(Quota.organization_id == org_id, Quota.status == ACTIVE, column.is_not(None))
+        .where(Quota.scope_type == spec.scope_type.value, Quota.scope_id == scope_id)
+    )
+    if not found:
+        limit = "monthly_spend_limit" if spec.kind is AlertKind.SPEND_CAP else "tpm_limit"
+        raise ConfigError(f"kind {spec.kind.value!r} needs an active quota with {limit} on this scope")
 
 
 def disable_alert_object(session: Session, org_id: str, kind: str, name: str, actor: str) -> dict[str, Any]:

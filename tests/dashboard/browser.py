@@ -56,8 +56,11 @@ def launched() -> Iterator[Any]:
 
 
 @contextmanager
-def new_page(browser: Any, width: int = 1440, height: int = 900) -> Iterator[Any]:
-    """A page in a fresh context (its own sessionStorage), failing the test on any script error."""
+def new_page(
+    browser: Any, width: int = 1440, height: int = 900, *, expected_errors: tuple[str, ...] = ()
+) -> Iterator[Any]:
+    """A page in a fresh context (its own sessionStorage), failing the test on any script error but those
+    containing one of `expected_errors` (e.g. the failed fetches of a test that stops the server)."""
     context = browser.new_context(viewport={"width": width, "height": height}, locale="en-US", timezone_id="UTC")
     context.grant_permissions(["clipboard-read", "clipboard-write"])
     page = context.new_page()
@@ -70,7 +73,19 @@ def new_page(browser: Any, width: int = 1440, height: int = 900) -> Iterator[Any
     finally:
         context.close()
     # A refused credential is logged by Chromium as a failed fetch (401/403); anything else is a bug of the page.
-    assert [e for e in errors if "401" not in e and "403" not in e] == []
+    expected = ("401", "403", *expected_errors)
+    assert [e for e in errors if not any(x in e for x in expected)] == []
+
+
+def fits_sideways(page: Any) -> None:
+    """Nothing overflows sideways: not the page, and no table needs its own horizontal scroll."""
+    page.wait_for_timeout(200)  # let the layout settle after a resize
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    overflowing = page.evaluate(
+        "[...document.querySelectorAll('.table-wrap')].filter(w => w.scrollWidth > w.clientWidth + 1)"
+        ".map(w => w.closest('section')?.querySelector('h2')?.textContent)"
+    )
+    assert overflowing == []
 
 
 def shot(page: Any, name: str) -> None:

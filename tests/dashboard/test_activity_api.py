@@ -101,7 +101,9 @@ async def test_summary_series_and_requests_for_an_organization_admin(api_db: Api
     other = (await api.get("/admin/activity/summary", params={"organization": "other"})).json()
     assert [r["id"] for r in other["by_model"]] == ["gpt-5.4-mini"]
     assert (await api.get("/admin/activity/summary", org_admin, params={"organization": "other"})).status_code == 404
-    assert (await api.get("/admin/activity/requests", org_admin, params={"key_id": "other-key"})).json()["data"] == []
+    for name, value in (("key_id", "other-key"), ("client_id", "client-other"), ("project_id", "proj-other")):
+        r = await api.get("/admin/activity/requests", org_admin, params={name: value})
+        assert r.status_code == 404, (name, r.text)  # another organization's object does not exist here
     assert (await api.get("/admin/activity/summary", org_admin, params={"key_id": "demo-key"})).json()[
         "totals"
     ] == totals

@@ -21,10 +21,11 @@ import pytest
 from sqlalchemy import update
 
 from quotagate.gateway.outcome import Allow, Outcome
+from quotagate.governance.actors import sign_actor
 from quotagate.settings import load_settings
-from quotagate.store.admin_tokens_repo import issue_admin_token
+from quotagate.store.admin_tokens_repo import issue_admin_token, revoke_admin_token
 from quotagate.store.tables import UsageEvent
-from tests.dashboard.browser import launched, new_page, prerequisites, shot, sign_in
+from tests.dashboard.browser import fits_sideways, launched, new_page, prerequisites, shot, sign_in
 from tests.http.conftest import OTHER_ORG, admin_token, apply, bearer, call_gateway, denial, stored
 from tests.http.threaded import Served, serving_in_thread
 from tests.support.gateway import edit_manifest, issue_key, manifest_text
@@ -34,12 +35,16 @@ pytestmark = pytest.mark.browser
 LAPTOP = {"width": 1366, "height": 768}
 # gpt-4o-mini: $0.60 per 1M output tokens, so 20,000 reserved output tokens cost 1.2 cents (over a 1-cent cap).
 BIG = 20_000
+ACTOR_SECRET = "research-workspace-signing-secret"
+CAP_HINT = "Enter the monthly cap in whole cents"
 
 PROJECTS = [
     {
         "project_id": "proj-research",
         "project_slug": "research",
         "project_name": "Research",
+        # Requests of this project may carry a signed actor (user, team, app).
+        "actors": {"policy": "optional", "signing_secret": "env:QG_TEST_ACTOR_SECRET"},
         "clients": [
             {"client_id": "client-research", "client_name": "Research team", "api_keys": [{"key_id": "research-key"}]}
         ],
@@ -78,8 +83,22 @@ class Gateway:
         stored(self.served.runtime)
         return outcome
 
-    def api(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        return httpx.request(method, self.url + path, json=body, headers=bearer(self.org_admin), timeout=30)
+    def api(self, method: str, path: str, body: Any = None, token: str | None = None) -> httpx.Response:
+        headers = bearer(token or self.org_admin)
+        return httpx.request(method, self.url + path, json=body, headers=headers, timeout=30)
+
+    def admin_token(self, organization: str | None) -> str:
+        """A new admin token in the gateway's own store (the test's home is another one)."""
+        assert self.served.runtime is not None
+        app = self.served.runtime.app
+        with app.db.transaction(immediate=True) as session:
+            _, credential = issue_admin_token(session, app.hasher, organization=organization, name=None, actor="test")
+        return str(credential)
+
+
+def signed(key_id: str, **actor: str) -> dict[str, str]:
+    """The headers of a verified actor for requests of `key_id` (what a client library sends)."""
+    return sign_actor(ACTOR_SECRET, key_id, actor, int(datetime.now(UTC).timestamp()))
 
 
 def _seed(gw: Gateway) -> None:
@@ -108,6 +127,17 @@ def _seed(gw: Gateway) -> None:
     )
     for model in ("gpt-6", "gpt-6", "o9-preview"):
         assert denial(gw.send(gw.keys["demo-key"], model=model, usage=None))["error"]["code"] == "model_not_found"
+    # Research's notebooks sign who sent each request: its spend splits by team, user and app.
+    for actor, n in (
+        ({"user": "alice", "team": "ml", "app": "notebook"}, 3),
+        ({"user": "bob", "team": "ml", "app": "notebook"}, 2),
+        ({"user": "carol", "team": "search", "app": "eval"}, 2),
+    ):
+        for _ in range(n):
+            headers = signed("research-key", **actor)
+            assert isinstance(
+                gw.send(gw.keys["research-key"], model="gpt-5.4-mini", usage=(50_000, 8_000), headers=headers), Allow
+            )
     assert gw.served.runtime is not None
     now = datetime.now(UTC)
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -119,16 +149,18 @@ def _seed(gw: Gateway) -> None:
             )
 
 
-PROVIDER_KEYS = {
+# The gateway reads provider keys and the actor signing secret from the environment at use.
+GATEWAY_ENV = {
     "QUOTAGATE_DEMO_OPENAI_KEY": "sk-provider-openai",
     "QUOTAGATE_DEMO_ANTHROPIC_KEY": "sk-provider-anthropic",
+    "QG_TEST_ACTOR_SECRET": ACTOR_SECRET,
 }
 
 
 @pytest.fixture(autouse=True)
-def provider_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The gateway reads provider keys from the environment at use; each test starts with a clean one."""
-    for name, value in PROVIDER_KEYS.items():
+def gateway_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with a clean environment (tests/conftest.py): give the running gateway its own back."""
+    for name, value in GATEWAY_ENV.items():
         monkeypatch.setenv(name, value)
 
 
@@ -141,7 +173,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             if name.startswith("QUOTAGATE_") and not name.startswith("QUOTAGATE_TEST_"):
                 mp.delenv(name)
         mp.setenv("QUOTAGATE_HOME", str(home))
-        for name, value in PROVIDER_KEYS.items():
+        for name, value in GATEWAY_ENV.items():
             mp.setenv(name, value)
         apply(manifest())
         keys = {k: issue_key(k) for k in ("demo-key", "research-key", "support-key", "other-key")}
@@ -154,6 +186,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                 assert r.status_code == 201, r.text
                 gw.sub_accounts[name] = r.json()
             _seed(gw)
+            # Prepaid credits for the support bot, loaded after the seeded traffic.
+            credit = gw.api(
+                "POST", "/admin/credits", {"scope_type": "project", "scope_id": "proj-support", "amount": "50"}
+            )
+            assert credit.status_code == 201, credit.text
             yield gw
 
 
@@ -208,7 +245,30 @@ def test_admin_overview_shows_the_seeded_usage_and_new_requests_live(gateway: Ga
     assert top.count() == 5
     page.click("button[role=tab]:has-text('Spend')")
     assert page.locator(".chart path.line").count() == 1
+    page.click("button[role=tab]:has-text('Tokens')")
+    assert page.locator(".chart svg rect.bar.s1").count() > 5 and page.locator(".chart svg rect.bar.s2").count() > 5
     page.click("button[role=tab]:has-text('Requests')")
+
+    # Credits: loaded to the support bot's project, shown with what is left of them.
+    balance = gateway.api("GET", "/admin/activity/balance").json()
+    [credits] = balance["credits"]
+    assert (credits["scope_id"], credits["loaded"]["amount"]) == ("proj-support", "50")
+    assert kpi(page, "Credits left") == f"${float(credits['balance']['amount']):,.2f}"
+    assert kpi(page, "Credits left", "sub") == "of $50.00 loaded"
+
+    # Signed actor attribution: the research team's spend by team, user and app.
+    actors = page.locator("section.actors")
+    by_actor = actors.locator(".bar-label")
+    assert set(by_actor.all_inner_texts()) == {"ml", "search"}
+    summary_now = gateway.api("GET", "/admin/activity/summary").json()
+    ml = next(r for r in summary_now["by_actor_team"] if r["id"] == "ml")
+    assert ml["requests"] == 5
+    assert actors.locator(".bar-row", has_text="ml").locator(".bar-value").inner_text() == f"${float(ml['cost']):,.2f}"
+    actors.locator("button[role=tab]:has-text('User')").click()
+    assert set(by_actor.all_inner_texts()) == {"alice", "bob", "carol"}
+    actors.locator("button[role=tab]:has-text('App')").click()
+    assert set(by_actor.all_inner_texts()) == {"notebook", "eval"}
+    actors.locator("button[role=tab]:has-text('Team')").click()
     shot(page, "overview-admin")
 
     # Live: a request through the gateway appears without a reload, and the figures follow.
@@ -218,6 +278,20 @@ def test_admin_overview_shows_the_seeded_usage_and_new_requests_live(gateway: Ga
     row.wait_for(timeout=8_000)
     assert "321 → 123" in row.inner_text() and "support-key" in row.inner_text()
     more = str(summary["requests"] + 1)
+    expect(kpi_value(page, "Requests")).to_have_text(more)
+    # An attributed request shows who sent it.
+    headers = signed("research-key", user="dave", team="ops", app="cli")
+    outcome = gateway.send(gateway.keys["research-key"], model="gpt-5.4-mini", usage=(10, 5), headers=headers)
+    assert isinstance(outcome, Allow), outcome
+    row = page.locator(f"tr[data-request-id='{outcome.ticket.request_id}']")
+    row.wait_for(timeout=8_000)
+    assert page.locator("table.requests th", has_text="Actor").count() == 1
+    actor = row.locator("td.actor")
+    assert actor.get_attribute("title") == "app=cli;team=ops;user=dave"
+    assert actor.inner_text().split("\n") == ["dave", "team ops · app cli"]
+    unattributed = page.locator("table.requests tbody tr").nth(1)
+    assert "support-key" in unattributed.inner_text() and unattributed.locator("td.actor").count() == 0
+    more = str(summary["requests"] + 2)
     expect(kpi_value(page, "Requests")).to_have_text(more)
 
     # Hourly windows beyond a month are not offered; 30 days daily still shows the same requests.
@@ -269,6 +343,11 @@ def test_a_shared_link_signs_in_a_gateway_key_without_sending_it_in_a_url(gatewa
 
 
 def test_sign_in_errors_and_empty_states_read_well(gateway: Gateway, page: Any) -> None:
+    page.goto(gateway.url + "/dashboard")
+    page.wait_for_selector("#token")
+    assert page.locator("label[for=token]").inner_text() == "Admin token or gateway key"
+    assert page.locator(".form-error").inner_text() == ""
+    shot(page, "login")
     sign_in(page, gateway.url, "qga-0000000000000000.not-a-secret")
     page.wait_for_selector(".form-error:has-text('neither a valid admin token nor a valid gateway key')")
     shot(page, "login-error")
@@ -280,7 +359,7 @@ def test_sign_in_errors_and_empty_states_read_well(gateway: Gateway, page: Any) 
     assert gateway.api("POST", "/admin/keys/research-key/resume").status_code == 200
 
     # A global admin picks the organization; one without traffic reads as empty, not broken.
-    page.fill("#token", global_admin_token(gateway))
+    page.fill("#token", gateway.admin_token(None))
     page.click("button[type=submit]")
     page.wait_for_selector("h1:has-text('Demo Org')")
     assert "global admin" in page.locator(".who").inner_text()
@@ -291,14 +370,6 @@ def test_sign_in_errors_and_empty_states_read_well(gateway: Gateway, page: Any) 
     assert page.locator("text=Nothing blocked.").count() == 1
     page.wait_for_selector("text=No requests yet.")
     shot(page, "overview-empty")
-
-
-def global_admin_token(gateway: Gateway) -> str:
-    assert gateway.served.runtime is not None
-    app = gateway.served.runtime.app
-    with app.db.transaction(immediate=True) as session:
-        _, credential = issue_admin_token(session, app.hasher, organization=None, name="operator", actor="test")
-    return str(credential)
 
 
 def test_issue_and_revoke_a_key_from_the_keys_page(gateway: Gateway, page: Any) -> None:
@@ -333,6 +404,23 @@ def test_issue_and_revoke_a_key_from_the_keys_page(gateway: Gateway, page: Any) 
     expect(made).to_contain_text(re.compile(r"\d+ s ago"), timeout=8_000)
     shot(page, "keys")
 
+    # Suspend and resume from the page: the next request through the gateway follows each click.
+    support = page.locator("tr[data-key-id='support-key']")
+    support.locator("button:has-text('Suspend')").click()
+    page.wait_for_selector("tr[data-key-id='support-key'] .badge:has-text('suspended')")
+    page.wait_for_selector(".toast:has-text('support-key suspended')")
+    assert denial(gateway.send(gateway.keys["support-key"], usage=None))["error"]["code"] == "key_suspended"
+    support.locator("button:has-text('Resume')").click()
+    page.wait_for_selector("tr[data-key-id='support-key'] .badge:has-text('active')")
+    assert support.locator("button:has-text('Suspend')").count() == 1
+    assert isinstance(gateway.send(gateway.keys["support-key"], usage=None), Allow)
+
+    # A laptop screen: the key table, its actions included, fits without scrolling sideways.
+    page.set_viewport_size(LAPTOP)
+    fits_sideways(page)
+    shot(page, "keys-laptop")
+    page.set_viewport_size({"width": 1440, "height": 900})
+
     made.locator("button:has-text('Revoke')").click()
     page.click(".modal button:has-text('Revoke key')")
     page.wait_for_selector("tr[data-key-id='dashboard-made'] .badge:has-text('revoked')")
@@ -352,6 +440,9 @@ def test_change_a_sub_account_cap_and_the_next_request_honours_it(gateway: Gatew
     acme = page.locator(f"tr[data-sub-account='{gateway.sub_accounts['acme-corp']['id']}']")
     assert "of $25.00" in acme.inner_text()
     shot(page, "sub-accounts")
+    page.set_viewport_size(LAPTOP)
+    fits_sideways(page)
+    page.set_viewport_size({"width": 1440, "height": 900})
 
     page.click("a:has-text('initech')")
     page.wait_for_selector("h1:has-text('initech')")
@@ -370,11 +461,96 @@ def test_change_a_sub_account_cap_and_the_next_request_honours_it(gateway: Gatew
     page.locator(".toast").wait_for(state="detached")
     shot(page, "sub-account")
 
+    # The cap is typed as a decimal and sent as whole cents, exactly: a third decimal is refused, not rounded.
+    def save_cap(text: str) -> None:
+        page.fill("#cap-input", text)
+        page.click("button:has-text('Save cap')")
+
+    save_cap("1.005")
+    page.wait_for_selector(f".cap-form .form-error:has-text('{CAP_HINT}')")
+    assert gateway.api("GET", f"/v1/sub-accounts/{sa['id']}").json()["spend_cap_cents"] == 1000  # unchanged
+    save_cap("12.34")
+    page.wait_for_selector(".toast:has-text('set to $12.34')")
+    got = gateway.api("GET", f"/v1/sub-accounts/{sa['id']}").json()
+    assert (got["spend_cap_cents"], got["spend_cap_nanos"]) == (1234, 12_340_000_000)
+    assert page.locator(".cap-form .form-error").inner_text() == ""
+
+    # Suspend and resume from the page.
+    page.click(".page-head button:has-text('Suspend')")
+    page.wait_for_selector("h1 .badge:has-text('suspended')")
+    assert denial(gateway.send(sa["key"], usage=None))["error"]["code"] == "client_disabled"
+    page.click(".page-head button:has-text('Resume')")
+    page.wait_for_selector("h1 .badge:has-text('active')")
+    # Allowed again under the $12.34 cap; it costs about 1.3 cents, so the month's spend is now above 1 cent.
+    assert isinstance(gateway.send(sa["key"], max_tokens=BIG, usage=(5_000, 20_000)), Allow)
+
+    # Lower the cap below what it already spent: even a small next request is refused before dispatch.
+    save_cap("0.01")
+    page.wait_for_selector(".toast:has-text('set to $0.01')")
+    assert gateway.api("GET", f"/v1/sub-accounts/{sa['id']}").json()["spend_cap_cents"] == 1
+    assert denial(gateway.send(sa["key"], max_tokens=100, usage=None))["error"]["code"] == "insufficient_quota"
+    page.wait_for_selector(".gauge-caption:has-text('of $0.01')")
+
+    page.set_viewport_size(LAPTOP)
+    fits_sideways(page)
+    shot(page, "sub-account-laptop")
+    page.set_viewport_size({"width": 1440, "height": 900})
+
     page.click("button:has-text('Revoke')")
     page.click(".modal button:has-text('Revoke sub-account')")
     page.wait_for_selector("h1 .badge:has-text('revoked')")
     assert page.locator("#cap-input").is_disabled()
     assert denial(gateway.send(sa["key"], usage=None))["error"]["code"] == "key_revoked"
+
+
+def test_lost_contact_shows_a_banner_and_recovers(gateway: Gateway, browser: Any) -> None:
+    with new_page(browser, expected_errors=("ERR_CONNECTION_REFUSED", "ERR_EMPTY_RESPONSE")) as page:
+        sign_in(page, gateway.url, gateway.org_admin)
+        page.wait_for_selector("table.requests tbody tr")
+        assert page.locator("#banner").is_hidden() and page.locator("#live").inner_text() == "Live"
+        gateway.served.stop_http()
+        try:
+            page.wait_for_selector("#banner:has-text('Lost contact with the gateway')", timeout=10_000)
+            assert page.locator("#live").inner_text() == "Reconnecting"
+            shot(page, "lost-contact")
+        finally:
+            gateway.served.start_http()
+        page.wait_for_selector("#banner", state="hidden", timeout=10_000)
+        assert page.locator("#live").inner_text() == "Live"
+        assert page.locator("h1").inner_text() == "Demo Org"  # still signed in, nothing lost
+
+
+def test_a_token_revoked_mid_session_signs_out(gateway: Gateway, page: Any) -> None:
+    token = gateway.admin_token("demo")
+    sign_in(page, gateway.url, token)
+    page.wait_for_selector("table.requests tbody tr")
+    assert gateway.served.runtime is not None
+    with gateway.served.runtime.app.db.transaction(immediate=True) as session:
+        revoke_admin_token(session, token.split(".", 1)[0], actor="test")
+    # The next poll gets a 401: the page signs out and says why.
+    page.wait_for_selector("#token", timeout=10_000)
+    page.wait_for_selector(".form-error:has-text('Signed out: Invalid or revoked admin token.')")
+    assert page.locator("#topbar").is_hidden()
+    assert page.evaluate("sessionStorage.getItem('quotagate.dashboard')") is None
+    shot(page, "signed-out")
+
+
+def test_empty_keys_and_sub_accounts_pages_read_well(gateway: Gateway, page: Any) -> None:
+    operator = gateway.admin_token(None)
+    body = {"organization_id": "org-empty", "organization_slug": "empty", "organization_name": "Empty Org"}
+    assert gateway.api("POST", "/admin/organizations", body, operator).status_code == 201
+    sign_in(page, gateway.url, gateway.admin_token("empty"))
+    page.wait_for_selector("h1:has-text('Empty Org')")
+    page.click("nav a:has-text('Keys')")
+    page.wait_for_selector("text=No gateway keys yet.")
+    assert page.locator("table.keys").count() == 0
+    shot(page, "keys-empty")
+    page.click("button:has-text('New key')")  # no client to issue a key for: said so, no dialog
+    page.wait_for_selector(".toast:has-text('no active client')")
+    assert page.locator(".modal").count() == 0
+    page.click("nav a:has-text('Sub-accounts')")
+    page.wait_for_selector("text=No sub-accounts yet.")
+    shot(page, "sub-accounts-empty")
 
 
 def test_the_page_is_served_from_the_package_with_a_strict_policy(gateway: Gateway) -> None:

@@ -184,11 +184,12 @@ async def call_gateway(
     model: str = "gpt-4o-mini",
     max_tokens: int = 100,
     usage: tuple[int, int] | None = (12, 34),
+    headers: dict[str, str] | None = None,
 ) -> Outcome:
     """One request through the gateway core: Check, then (when allowed and `usage` is given) the provider's
-    answer metered and stored, as Envoy's ext_proc would."""
+    answer metered and stored, as Envoy's ext_proc would. `headers`: extra request headers (e.g. a signed actor)."""
     body = {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "Hello"}]}
-    outcome = await rt.gatekeeper.check(chat_request(credential, body))
+    outcome = await rt.gatekeeper.check(chat_request(credential, body, **(headers or {})))
     if isinstance(outcome, Allow) and usage is not None:
         meter = rt.meter(outcome.ticket)
         meter.response_headers(200, "application/json")

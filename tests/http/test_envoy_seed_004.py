@@ -4,9 +4,15 @@ Envoy routes to the HTTP side answer for the same key."""
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -104,14 +110,8 @@ def test_sub_account_through_envoy_with_the_openai_sdk(stack: Stack) -> None:
     # The portal side, through the same Envoy and the same key.
     models = [m.id for m in client.models.list()]
     assert "gpt-4o-mini" in models and "openai/gpt-4o-mini" in models
-    runtime = stack.served.runtime
-    assert runtime is not None
-    runtime.writer.flush()
+    event = stored_event(stack, sa["id"])
     balance = httpx.get(stack.envoy.url + "/api/balance", headers={"X-API-Token": sa["key"]}).json()
-    app = open_app()
-    with app.db.read() as session:
-        event = session.query(UsageEvent).filter_by(client_id=sa["id"], decision="allowed").one()
-    app.close()
     assert event.tags["tag"] == "acme" and event.output_tokens == reply.usage.completion_tokens
     assert balance["spend_this_period"]["nanos"] == event.cost_nanos > 0
 
@@ -122,3 +122,112 @@ def test_sub_account_through_envoy_with_the_openai_sdk(stack: Stack) -> None:
     assert stack.admin.delete(f"/v1/sub-accounts/{sa['id']}").status_code == 200
     with pytest.raises(openai.PermissionDeniedError):
         client.chat.completions.create(model="gpt-4o-mini", messages=PROMPT, max_tokens=10)
+
+
+# The seed's three curl calls, verbatim (test_the_seed_calls_are_verbatim checks them against the seed).
+SEED_004 = Path(__file__).resolve().parents[3] / "shared" / "seeds" / "004_5414db61c94361e8.txt"
+SEED_CALLS = (
+    """curl -X POST https://api.aigateway.sh/v1/sub-accounts \\
+-H "Authorization: Bearer sk-aig-..." \\
+-H "Content-Type: application/json" \\
+-d '{
+"name": "acme-corp",
+"spend_cap_cents": 50000,
+"rate_limit_rpm": 300,
+"default_tag": "acme"
+}'""",
+    """curl https://api.aigateway.sh/v1/sub-accounts/sa_9f3k.../usage?window=30d \\
+-H "Authorization: Bearer sk-aig-..." """.rstrip(),
+    """curl -X PATCH https://api.aigateway.sh/v1/sub-accounts/sa_9f3k... \\
+-H "Authorization: Bearer sk-aig-..." \\
+-d '{ "spend_cap_cents": 100000 }'""",
+)
+
+
+def test_the_seed_calls_are_verbatim() -> None:
+    if not SEED_004.exists():
+        pytest.skip(f"seed file {SEED_004} not present in this checkout's parent (provenance check only)")
+    text = SEED_004.read_text()
+    for call in SEED_CALLS:
+        assert call in text, call
+
+
+@dataclass
+class CurlReply:
+    status: int
+    body: dict[str, Any]
+    sent_content_type: str | None  # what curl put on the wire, from its verbose log
+
+
+def curl(call: str, replace: dict[str, str]) -> CurlReply:
+    """Run a seed call with the real curl, exactly as written but for the host, token and id placeholders."""
+    argv = shlex.split(call.replace("\\\n", " "))
+    for placeholder, value in replace.items():
+        argv = [arg.replace(placeholder, value) for arg in argv]
+    assert argv[0] == "curl"
+    done = subprocess.run(
+        ["curl", "--silent", "--show-error", "--verbose", "--write-out", "\n%{http_code}", *argv[1:]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    body, _, status = done.stdout.rpartition("\n")
+    sent = re.search(r"^> Content-Type: (.+?)\r?$", done.stderr, re.MULTILINE | re.IGNORECASE)
+    return CurlReply(int(status), json.loads(body), sent.group(1) if sent else None)
+
+
+def stored_event(stack: Stack, client_id: str, timeout_s: float = 10.0) -> UsageEvent:
+    """The sub-account's admitted request, once its meter finished (after the response) and the writer stored it."""
+    runtime = stack.served.runtime
+    assert runtime is not None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runtime.writer.flush()
+        with runtime.app.db.read() as session:
+            event = session.query(UsageEvent).filter_by(client_id=client_id, decision="allowed").one_or_none()
+            if event is not None:
+                session.expunge(event)
+                return event
+        assert time.monotonic() < deadline, "the request's usage event was not stored"
+        time.sleep(0.05)
+
+
+def test_the_seed_curl_calls_as_written_through_envoy(stack: Stack) -> None:
+    """The seed's curl calls byte for byte: its PATCH sends no content type, so curl sends
+    `application/x-www-form-urlencoded` with a JSON body; that is read as the JSON it is."""
+    replace = {"https://api.aigateway.sh": stack.envoy.url, "sk-aig-...": admin_token("demo")}
+    created = curl(SEED_CALLS[0], replace)
+    assert created.status == 201, created.body
+    assert created.sent_content_type == "application/json"
+    sa = created.body
+    assert (sa["name"], sa["spend_cap_cents"], sa["rate_limit_rpm"], sa["default_tag"]) == (
+        "acme-corp",
+        50000,
+        300,
+        "acme",
+    )
+    replace["sa_9f3k..."] = sa["id"]
+
+    reply = stack.sdk(sa["key"]).chat.completions.create(model="gpt-4o-mini", messages=PROMPT, max_tokens=50)
+    assert reply.usage is not None
+    stored_event(stack, sa["id"])
+
+    usage = curl(SEED_CALLS[1], replace)
+    assert usage.status == 200, usage.body
+    assert usage.body["summary"]["requests"] == 1 and usage.body["summary"]["cost_nanos"] > 0
+    assert [m["model_id"] for m in usage.body["by_model"]] == ["openai/gpt-4o-mini"]
+    assert len(usage.body["by_day"]) == 1
+
+    patched = curl(SEED_CALLS[2], replace)
+    assert patched.sent_content_type == "application/x-www-form-urlencoded"  # curl's default for -d
+    assert patched.status == 200, patched.body
+    assert patched.body["spend_cap_cents"] == 100000
+    assert stack.admin.get(f"/v1/sub-accounts/{sa['id']}").json()["spend_cap_cents"] == 100000
+
+    # Real form fields are refused clearly, and change nothing.
+    form = SEED_CALLS[2].replace("""'{ "spend_cap_cents": 100000 }'""", "'spend_cap_cents=5'")
+    refused = curl(form, replace)
+    assert (refused.status, refused.body["error"]["code"]) == (415, "unsupported_media_type")
+    assert "form fields are not accepted" in refused.body["error"]["message"]
+    assert stack.admin.get(f"/v1/sub-accounts/{sa['id']}").json()["spend_cap_cents"] == 100000

@@ -30,18 +30,46 @@ class Served:
     _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     _ready: concurrent.futures.Future[None] = field(default_factory=concurrent.futures.Future)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _http: asyncio.Task[None] | None = None
 
     def call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         """Run a coroutine on the server's loop (where the runtime lives) and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
 
+    def stop_http(self) -> None:
+        """Stop answering HTTP (the runtime keeps running), as when the gateway's process goes away."""
+        self.call(self._stop_http())
+
+    def start_http(self) -> None:
+        """Serve the API again on the same address."""
+        self.call(self._start_http())
+
+    async def _start_http(self) -> None:
+        assert self.runtime is not None and self._http is None
+        port = int(self.url.rsplit(":", 1)[1])
+        self._http = asyncio.create_task(serve_http(build_http_app(self.runtime), "127.0.0.1", port))
+        async with httpx.AsyncClient() as probe:
+            deadline = time.monotonic() + 15
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await probe.get(self.url + "/healthz")).status_code == 200:
+                        return
+                assert not self._http.done() and time.monotonic() < deadline, "the API did not start"
+                await asyncio.sleep(0.02)
+
+    async def _stop_http(self) -> None:
+        if self._http is not None:
+            self._http.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._http
+            self._http = None
+
     async def main(self) -> None:
         try:
             self.runtime = open_runtime(self.settings)
             await self.runtime.start()
-            port = free_port()
-            self.url = f"http://127.0.0.1:{port}"
-            http = asyncio.create_task(serve_http(build_http_app(self.runtime), "127.0.0.1", port))
+            self.url = f"http://127.0.0.1:{free_port()}"
+            await self._start_http()
         except BaseException as exc:
             self._ready.set_exception(exc)
             raise
@@ -58,9 +86,7 @@ class Served:
                 self._ready.set_result(None)
                 await self._stop.wait()
         finally:
-            http.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await http
+            await self._stop_http()
             await self.runtime.stop()
 
 

@@ -13,6 +13,7 @@ const WINDOWS = [
   ["90d", "90 days"],
 ];
 const HOURLY_LIMIT_DAYS = 31;
+const CAP_HINT = "Enter the monthly cap in whole cents, e.g. 250.00 (digits and at most two decimals).";
 
 // A shared link carries the credential in the fragment, which browsers never send to a server.
 // Take it before anything else and leave no trace of it in the address bar or the history.
@@ -667,6 +668,7 @@ function requestsCard(title = "Recent requests") {
       return changed;
     }
     const admin = state.kind === "admin";
+    const actors = rows.some((r) => r.actor);
     const table = h(
       "table",
       { class: "requests" },
@@ -679,6 +681,7 @@ function requestsCard(title = "Recent requests") {
           h("th", {}, "Time"),
           h("th", {}, "Key"),
           admin ? h("th", {}, "Client") : null,
+          actors ? h("th", {}, "Actor") : null,
           h("th", {}, "Model"),
           h("th", { class: "num" }, "Tokens in → out"),
           h("th", { class: "num" }, "Cost"),
@@ -696,6 +699,7 @@ function requestsCard(title = "Recent requests") {
             h("td", { title: r.started_at }, fmt.when(r.started_at)),
             h("td", { class: "mono" }, r.key_id || "—"),
             admin ? h("td", {}, r.client_name || "—") : null,
+            actors ? actorCell(r.actor) : null,
             h("td", {}, r.model || "—", r.stream ? h("span", { class: "tag" }, "stream") : null),
             h(
               "td",
@@ -714,6 +718,67 @@ function requestsCard(title = "Recent requests") {
     return changed;
   };
   return node;
+}
+
+// A verified actor (signed X-Quotagate-Actor): the user, with its team and app under it.
+function actorCell(actor) {
+  if (!actor) return h("td", { class: "muted" }, "—");
+  const title = Object.entries(actor)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(";");
+  const rest = ["team", "app"].filter((k) => actor[k]).map((k) => `${k} ${actor[k]}`);
+  return h(
+    "td",
+    { class: "actor", title },
+    actor.user || "no user",
+    rest.length ? h("div", { class: "muted small" }, rest.join(" · ")) : null,
+  );
+}
+
+// [dimension, summary field, tab label]
+const ACTOR_DIMENSIONS = [
+  ["team", "by_actor_team", "Team"],
+  ["user", "by_actor_user", "User"],
+  ["app", "by_actor_app", "App"],
+];
+let actorDimension = "team"; // the tab last chosen on the actor card, kept across redraws
+
+// Spend per verified team, user or app; shown only when some usage in the window is attributed.
+function actorsCard(summary) {
+  const dims = ACTOR_DIMENSIONS.filter(([, key]) => summary[key].some((r) => r.requests > 0));
+  if (!dims.length) return null;
+  if (!dims.some(([k]) => k === actorDimension)) actorDimension = dims[0][0];
+  const body = h("div", {});
+  const draw = () => {
+    const [, key] = dims.find(([k]) => k === actorDimension);
+    bars(body, spendRows(summary[key], (r) => r.id));
+  };
+  const tabs = h(
+    "div",
+    { class: "segmented small", role: "tablist", "aria-label": "Attribute spend to" },
+    dims.map(([k, , label]) =>
+      h(
+        "button",
+        {
+          type: "button",
+          role: "tab",
+          class: k === actorDimension ? "on" : "",
+          "aria-selected": String(k === actorDimension),
+          onclick: (e) => {
+            actorDimension = k;
+            for (const b of tabs.children) {
+              b.classList.toggle("on", b === e.target);
+              b.setAttribute("aria-selected", String(b === e.target));
+            }
+            draw();
+          },
+        },
+        label,
+      ),
+    ),
+  );
+  draw();
+  return card("Spend by actor", body, { extra: tabs, className: "wide actors" });
 }
 
 // Polls the newest requests; when one arrives, `refresh` redraws the figures and charts too.
@@ -833,6 +898,8 @@ function overviewPanels(summary, series, balance) {
     panels.push(topSpendersCard(summary));
   }
   panels.push(blockedCard(summary, state.kind === "admin" ? "" : "span2"));
+  const actors = actorsCard(summary);
+  if (actors) panels.push(actors);
   return panels;
 }
 
@@ -1169,7 +1236,7 @@ function subAccountsTable(items, spent) {
       items.map((sa) => {
         const limit = spent[sa.id];
         const used = limit?.spent_this_period ? Number(limit.spent_this_period.amount) : 0;
-        const cap = sa.spend_cap_nanos === null ? null : sa.spend_cap_nanos / 1e9;
+        const cap = sa.spend_cap_nanos === null ? null : fmt.nanosToAmount(sa.spend_cap_nanos);
         return h(
           "tr",
           { "data-sub-account": sa.id },
@@ -1200,9 +1267,9 @@ function newSubAccountDialog() {
   const name = h("input", { id: "new-sa-name", required: true, maxlength: "200", placeholder: "acme-corp" });
   const cap = h("input", {
     id: "new-sa-cap",
-    type: "number",
-    min: "0",
-    step: "0.01",
+    type: "text",
+    inputmode: "decimal",
+    autocomplete: "off",
     required: true,
     placeholder: "500.00",
   });
@@ -1219,11 +1286,12 @@ function newSubAccountDialog() {
   modal("New sub-account", form, (close) => {
     const submit = async (e) => {
       e.preventDefault();
-      const body = {
-        name: name.value.trim(),
-        spend_cap_cents: Math.round(Number(cap.value) * 100),
-        organization: state.org.id,
-      };
+      const cents = fmt.parseCents(cap.value);
+      if (cents === null) {
+        error.textContent = CAP_HINT;
+        return;
+      }
+      const body = { name: name.value.trim(), spend_cap_cents: cents, organization: state.org.id };
       if (rpm.value) body.rate_limit_rpm = Number(rpm.value);
       try {
         const created = await api("/v1/sub-accounts", { method: "POST", body });
@@ -1368,12 +1436,14 @@ function subAccountHead(sa, reload) {
 }
 
 function limitsCard(sa, reload) {
-  const capNow = sa.spend_cap_nanos === null ? "" : (sa.spend_cap_nanos / 1e9).toFixed(2);
+  // Exact: a cap finer than a cent (set through the quota API) shows as it is, and saving it unchanged is
+  // refused rather than silently rounded.
+  const capNow = sa.spend_cap_nanos === null ? "" : fmt.nanosToAmount(sa.spend_cap_nanos);
   const input = h("input", {
     id: "cap-input",
-    type: "number",
-    min: "0",
-    step: "0.01",
+    type: "text",
+    inputmode: "decimal",
+    autocomplete: "off",
     value: capNow,
     "aria-label": "Monthly spend cap",
     disabled: sa.status === "revoked",
@@ -1387,20 +1457,19 @@ function limitsCard(sa, reload) {
       onsubmit: async (e) => {
         e.preventDefault();
         error.textContent = "";
-        const value = Number(input.value);
-        if (!Number.isFinite(value) || value < 0 || input.value === "") {
-          error.textContent = "Enter the monthly cap as an amount, e.g. 250.00.";
+        const cents = fmt.parseCents(input.value);
+        if (cents === null) {
+          error.textContent = CAP_HINT;
           return;
         }
         save.disabled = true;
         try {
           const updated = await api(`/v1/sub-accounts/${encodeURIComponent(sa.id)}`, {
             method: "PATCH",
-            body: { spend_cap_cents: Math.round(value * 100) },
+            body: { spend_cap_cents: cents },
           });
-          toast(
-            `Cap of ${sa.name} set to ${fmt.money(updated.spend_cap_cents / 100)}: enforced from the next request.`,
-          );
+          const set = fmt.money(fmt.nanosToAmount(updated.spend_cap_nanos));
+          toast(`Cap of ${sa.name} set to ${set}: enforced from the next request.`);
           await reload();
         } catch (err) {
           error.textContent = err.message;

@@ -97,3 +97,20 @@ export function bucketTitle(iso, bucket) {
 export function reason(code) {
   return (code || "unknown").replaceAll("_", " ");
 }
+
+// A decimal amount a person typed -> integer cents, exactly: digits are split at the point, never passed
+// through a binary float ("12.34" -> 1234; "1.005" is refused, it is not a whole number of cents).
+// null: not an amount of at most two decimals.
+export function parseCents(text) {
+  const m = /^\s*(\d{0,9})(?:\.(\d{0,2}))?\s*$/.exec(text ?? "");
+  if (!m || !`${m[1]}${m[2] ?? ""}`) return null;
+  return Number(m[1] || "0") * 100 + Number((m[2] ?? "").padEnd(2, "0"));
+}
+
+// Integer nanos (10^-9 units) -> the exact decimal string, at least two decimals: 12_345_000_000 -> "12.345".
+export function nanosToAmount(nanos) {
+  const n = BigInt(nanos);
+  const abs = n < 0n ? -n : n;
+  const frac = (abs % 1000000000n).toString().padStart(9, "0").replace(/0+$/, "").padEnd(2, "0");
+  return `${n < 0n ? "-" : ""}${abs / 1000000000n}.${frac}`;
+}
