@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+import orjson
 from mitmproxy import http
 
 from ext_authz.names import REQUEST_ID_HEADER, REWRITE_HEADER, UPSTREAM_HEADER
@@ -24,6 +25,9 @@ FRONT_DOOR = "mitmproxy"
 # Envoy's upstream routes strip these: its routing marks, and accept-encoding, because metering reads usage
 # from the response as it passes and cannot read a compressed body. (ext_authz/names.py pulls in no gRPC.)
 _STRIPPED_UPSTREAM = (UPSTREAM_HEADER, REWRITE_HEADER, "accept-encoding")
+# Envoy's catch-all route answers an allowed request whose upstream it has no route to (envoy_config/routes.py).
+UNROUTED = "The gateway has no route to this request's upstream: its Envoy configuration is out of date."
+UPSTREAM_FAILED = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"
 
 
 class ChunkSink(Protocol):
@@ -79,6 +83,26 @@ def set_headers(message: http.Message, headers: Iterable[tuple[str, str]]) -> No
 def deny_response(denial: Deny) -> http.Response:
     headers = (*denial.headers, (REQUEST_ID_HEADER, denial.request_id))
     return http.Response.make(denial.status, denial.body, http.Headers([(k.encode(), v.encode()) for k, v in headers]))
+
+
+def local_reply(status: int, message: str, code: str) -> http.Response:
+    """An answer Envoy makes itself (no route, the upstream failed), in the JSON of its local reply mapper
+    (ext_authz/envoy_config/local_replies.py): OpenAI's error shape, `code` Envoy's response code details."""
+    body = {"error": {"code": code, "message": message, "param": None, "type": "api_error"}}
+    return http.Response.make(status, orjson.dumps(body), {"content-type": "application/json"})
+
+
+def unrouted() -> http.Response:
+    return local_reply(404, UNROUTED, "direct_response")
+
+
+def upstream_tls_failed(problem: str) -> http.Response:
+    """The upstream's certificate does not verify for its name: Envoy's 503, with the reason said plainly."""
+    return local_reply(
+        503,
+        f"{UPSTREAM_FAILED}: {problem}",
+        "upstream_reset_before_response_started{remote_connection_failure|TLS_error}",
+    )
 
 
 def failure(flow: http.HTTPFlow) -> Deny:

@@ -7,7 +7,11 @@ Facts of mitmproxy 11.0 this relies on:
 * A hook that raises is logged and the flow goes on upstream (fail open), so `request` catches everything
   and answers 503 itself: authorization fails closed.
 * A stream callable that raises kills the connection, so `passthrough` never raises.
-* With `connection_strategy=lazy` no upstream connection opens before `request` has allowed the flow.
+* With `connection_strategy=lazy` no upstream connection opens before `request` has allowed the flow, so the
+  addon refuses to run with mitmproxy's default, `eager` (which connects as soon as a client does).
+* A flow whose `request` hook set a response still goes through `responseheaders` and `response`: local
+  answers (no route, a certificate that does not verify) are metered there, as ext_proc meters Envoy's.
+* `server_connect` runs before the upstream TLS handshake; the `sni` it sets is also the name verified.
 * `mitmdump -s` may call `running` and `done` synchronously (script reloads), so they are plain methods
   returning a task; mitmproxy awaits it when it can.
 """
@@ -16,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from mitmproxy import addonmanager, ctx, exceptions, http
+from mitmproxy.proxy import server_hooks
 
 from addons.quotagate_budget import budget_left
 from addons.quotagate_flows import (
@@ -31,8 +37,11 @@ from addons.quotagate_flows import (
     failure,
     passthrough,
     set_headers,
+    unrouted,
+    upstream_tls_failed,
 )
 from addons.quotagate_report import Summary, note_admitted, note_denied, note_metered
+from addons.quotagate_tls import AmbiguousServerName, CertificateCheck, Trust, upstream_server_name
 from quotagate.errors import ConfigError
 from quotagate.gateway.outcome import Deny
 from quotagate.manifest.desired import DesiredState, desired_state
@@ -50,6 +59,10 @@ DATABASE_URL = "quotagate_database_url"
 REDIS_URL = "quotagate_redis_url"
 _DATABASE_SCHEMES = ("sqlite", "postgresql")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+LAZY_NEEDED = (
+    "Quotagate needs --set connection_strategy=lazy: with mitmproxy's default (eager) the upstream connection "
+    "opens as soon as a client connects, before the addon has decided anything."
+)
 
 
 @dataclass
@@ -59,6 +72,7 @@ class _Exchange:
     meter: Meter
     client_headers: tuple[tuple[str, str], ...]
     streamed: bool = False
+    local: bool = False  # answered by the addon itself (as Envoy would): never streamed
 
 
 class QuotagateAddon:
@@ -71,6 +85,7 @@ class QuotagateAddon:
         self._runtime: GatewayRuntime | None = None
         self._open: dict[str, _Exchange] = {}  # flow id -> exchange, until response or error
         self._tasks: set[asyncio.Task[None]] = set()
+        self._certificates = CertificateCheck()
 
     # -- options
     def load(self, loader: addonmanager.Loader) -> None:
@@ -97,6 +112,8 @@ class QuotagateAddon:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
+            raise _invalid(LAZY_NEEDED)
         if not updated & {MANIFEST, DATABASE_URL, REDIS_URL}:
             return
         if self._starting is not None and updated & {DATABASE_URL, REDIS_URL}:
@@ -119,6 +136,9 @@ class QuotagateAddon:
 
     async def _start(self) -> None:
         """Never raises: a failure is logged as an error (mitmdump then exits) and every request gets 503."""
+        if getattr(ctx.options, "connection_strategy", None) != "lazy":  # mitmweb runs on after a configure error
+            log.error("Quotagate did not start. %s", LAZY_NEEDED)
+            return
         try:
             runtime = open_runtime(self._settings)
         except Exception as exc:
@@ -166,7 +186,8 @@ class QuotagateAddon:
         except Exception as exc:  # the events stay in the spool; the next start writes them
             log.warning("Quotagate: usage events stay spooled (%s)", exc)
         await runtime.stop()
-        log.info("%s", self.summary.render())
+        # Printed, not logged: the session's usage is the report a developer stops mitmdump for, at any verbosity.
+        print(self.summary.render(), file=sys.stderr, flush=True)
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -197,8 +218,17 @@ class QuotagateAddon:
             self._refuse(flow, outcome)
             return
         ticket = outcome.ticket
-        self._open[flow.id] = _Exchange(runtime.meter(ticket), client_headers(outcome))
-        apply_allow(flow, outcome, runtime.config.snapshot.upstreams[ticket.upstream])
+        exchange = self._open[flow.id] = _Exchange(runtime.meter(ticket), client_headers(outcome))
+        upstream = runtime.config.snapshot.upstreams.get(ticket.upstream)
+        if upstream is None:  # Envoy's catch-all route answers this 404; metered like any answer
+            exchange.local, flow.response = True, unrouted()
+            return
+        problem = await self._certificates.problem(upstream, _trust())
+        if problem is not None:
+            log.error("Quotagate: not sending %s upstream: %s", flow.request.path, problem)
+            exchange.local, flow.response = True, upstream_tls_failed(problem)
+            return
+        apply_allow(flow, outcome, upstream)
         note_admitted(flow, ticket)
 
     async def _started(self) -> GatewayRuntime:
@@ -214,6 +244,19 @@ class QuotagateAddon:
         note_denied(flow, denial)
         self.summary.deny(denial)
 
+    # -- upstream connection: Envoy's SNI and certificate name
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        runtime, address = self._runtime, data.server.address
+        if runtime is None or address is None:
+            return
+        try:
+            name = upstream_server_name(runtime.config.snapshot, (str(address[0]), int(address[1])))
+        except AmbiguousServerName as exc:
+            data.server.error = str(exc)  # fail closed: no connection rather than one checked against a guess
+            return
+        if name is not None:
+            data.server.sni = name
+
     # -- response side: metering never blocks or changes traffic
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         exchange = self._open.get(flow.id)
@@ -223,6 +266,8 @@ class QuotagateAddon:
         content_type = response.headers.get("content-type")
         exchange.meter.response_headers(response.status_code, content_type)
         set_headers(response, exchange.client_headers)
+        if exchange.local:  # a whole body of ours, metered in `response`
+            return
         # Streams pass chunk by chunk; so does a body mitmproxy already chose to stream (stream_large_bodies).
         if exchange.meter.ticket.stream or is_event_stream(content_type) or response.stream:
             response.stream = passthrough(exchange.meter)
@@ -253,6 +298,15 @@ class QuotagateAddon:
             except Exception as exc:  # only the comment loses its budget figures
                 log.debug("Quotagate: reading the budget left failed: %s", exc)
         note_metered(flow, record, left)
+
+
+def _trust() -> Trust:
+    options = ctx.options
+    return Trust(
+        insecure=bool(options.ssl_insecure),
+        ca_file=options.ssl_verify_upstream_trusted_ca,
+        ca_dir=options.ssl_verify_upstream_trusted_confdir,
+    )
 
 
 def _invalid(message: str) -> exceptions.OptionsError:

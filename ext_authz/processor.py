@@ -10,8 +10,10 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
+from ext_authz.http_contract import TICKET
 from ext_authz.names import AUTHZ_NAMESPACE
 from ext_authz.structs import from_struct
 from quotagate.gateway.rewrite import rewrite_body
@@ -109,7 +111,11 @@ class StreamProcessor:
             fields = request.metadata_context.filter_metadata
             if AUTHZ_NAMESPACE in fields:
                 try:
-                    self._ticket = Ticket.from_metadata(from_struct(fields[AUTHZ_NAMESPACE]))
+                    data = from_struct(fields[AUTHZ_NAMESPACE])
+                    packed = data.get(TICKET)
+                    if isinstance(packed, str):  # Check over HTTP: the ticket as one JSON string (http_contract.py)
+                        data = orjson.loads(packed)
+                    self._ticket = Ticket.from_metadata(data)
                 except (KeyError, ValueError, TypeError) as exc:  # a denied request's metadata has no ticket
                     log.debug("no ticket in the stream's metadata: %s", exc)
         return self._ticket

@@ -1,4 +1,5 @@
-"""The gRPC server Envoy talks to: Authorization/Check, ExternalProcessor/Process and grpc.health.v1 on one port."""
+"""The servers Envoy talks to: gRPC (Authorization/Check, ExternalProcessor/Process, grpc.health.v1) on one port,
+and optionally Check over HTTP (check_http.py) on another."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from ext_authz.authorization import AuthorizationService, CheckFn
+from ext_authz.check_http import CheckHttpServer
 from ext_authz.ext_proc import ExternalProcessorService
 from ext_authz.processor import OpenMeter
 from quotagate.errors import QuotagateError
@@ -77,16 +79,32 @@ async def serve(
     stop: asyncio.Event | None = None,
     grace_s: float = DEFAULT_GRACE_S,
     on_ready: Callable[[str], None] | None = None,
+    check_addr: str | None = None,
+    on_check_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the started `runtime` on `grpc_addr` until `stop` is set, then shut down gracefully.
+    """Serve the started `runtime` on `grpc_addr` (and Check over HTTP on `check_addr`) until `stop` is set,
+    then shut down gracefully.
 
-    `on_ready` gets the bound address once calls are accepted."""
-    server = GatewayServer(runtime.gatekeeper.check, runtime.meter, max_body_bytes=runtime.settings.max_request_bytes)
-    bound = await server.start(grpc_addr)
-    if on_ready is not None:
-        on_ready(bound)
+    `on_check_ready` gets the bound Check address, then `on_ready` the bound gRPC address, once calls are accepted."""
+    limit = runtime.settings.max_request_bytes
+    server = GatewayServer(runtime.gatekeeper.check, runtime.meter, max_body_bytes=limit)
+    check = CheckHttpServer(runtime.gatekeeper.check, max_body_bytes=limit) if check_addr is not None else None
+    if check is not None and check_addr is not None:
+        check_bound = await check.start(check_addr)
+        if on_check_ready is not None:
+            on_check_ready(check_bound)
     try:
-        await (stop.wait() if stop is not None else server.wait())
+        bound = await server.start(grpc_addr)
+        if on_ready is not None:
+            on_ready(bound)
+        try:
+            await (stop.wait() if stop is not None else server.wait())
+        finally:
+            log.info("shutting down: draining in-flight calls (up to %.0fs)", grace_s)
+            if check is not None:
+                await asyncio.gather(check.stop(grace_s), server.stop(grace_s))
+            else:
+                await server.stop(grace_s)
     finally:
-        log.info("shutting down: draining in-flight calls (up to %.0fs)", grace_s)
-        await server.stop(grace_s)
+        if check is not None and not check.draining:
+            await check.stop(0)

@@ -1,17 +1,25 @@
-"""Prometheus metrics of one gateway process (each worker serves its own /metrics)."""
+"""Prometheus metrics of one gateway process (each worker serves its own /metrics).
+
+Label values come from bounded sets only: the API endpoint, the provider, a model the rate card prices,
+a status code, a deny reason. A model name a client made up (refused as unknown) is labelled `unknown`,
+so no client can create series at will.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from quotagate.metering.record import UsageRecord, UsageSink
+from quotagate.models_catalog import split_model
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+UNKNOWN_MODEL = "unknown"
+NONE = "-"
 
 REQUESTS = Counter(
     "quotagate_requests_total",
-    "Requests by outcome.",
-    ["provider", "model", "status", "decision", "reason", "front_door"],
+    "Requests by API endpoint (route), provider, model, status, decision and deny reason.",
+    ["route", "provider", "model", "status", "decision", "reason", "front_door"],
     registry=REGISTRY,
 )
 TOKENS = Counter(
@@ -26,10 +34,18 @@ COST = Counter(
 MONITORED = Counter(
     "quotagate_monitor_exceeded_total", "Requests a monitor-mode quota would have refused.", registry=REGISTRY
 )
-SETTLE_DELTA = Histogram(
-    "quotagate_settle_refund_ratio",
-    "Share of the reserved worst case refunded at settlement.",
-    buckets=(0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0),
+SETTLE_DELTA = Counter(
+    "quotagate_settle_delta_total",
+    "Reserved minus actual at settlement, summed per direction: refund (the request used less than reserved) "
+    "or top_up (it used more). Resource: tokens, or cost_nanos.",
+    ["resource", "direction"],
+    registry=REGISTRY,
+)
+SETTLE_RATIO = Histogram(
+    "quotagate_settle_delta_ratio",
+    "(reserved - actual) / reserved per settled request: 1 is all refunded, 0 exact, below 0 a top-up.",
+    ["resource"],
+    buckets=(-1.0, -0.5, -0.25, -0.1, -0.01, 0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0),
     registry=REGISTRY,
 )
 DECISION_SECONDS = Histogram(
@@ -51,7 +67,29 @@ TOTAL_SECONDS = Histogram(
     registry=REGISTRY,
 )
 BACKEND_ERRORS = Counter("quotagate_backend_errors_total", "Backend failures by origin.", ["origin"], registry=REGISTRY)
+ADMITTED_WITHOUT_LIMITS = Counter(
+    "quotagate_admitted_without_limits_total",
+    "Requests a route with auth_fail_closed: false admitted while the counter backend was unavailable "
+    "(no limit checked or reserved; their usage events carry the tag limits=unavailable).",
+    registry=REGISTRY,
+)
+QUARANTINED = Counter(
+    "quotagate_usage_quarantined_total",
+    "Usage events the database refused even alone, set aside in the spool directory's quarantine file.",
+    registry=REGISTRY,
+)
 SPOOLED = Gauge("quotagate_usage_spool_depth", "Usage events spooled and not yet written to SQL.", registry=REGISTRY)
+
+
+def model_label(event: UsageRecord) -> str:
+    """The model a request names, once the rate card knew it (the provider is set from then on)."""
+    if event.model_served:
+        return event.model_served
+    if event.model_requested is None:
+        return NONE
+    if event.provider is None:  # refused before the model was found: the name is the client's own
+        return UNKNOWN_MODEL
+    return split_model(event.model_requested)[1]
 
 
 class MetricsSink:
@@ -62,9 +100,15 @@ class MetricsSink:
 
     def record(self, event: UsageRecord) -> None:
         self._inner.record(event)
-        provider, model = event.provider or "-", event.model_served or event.model_requested or "-"
+        provider, model = event.provider or NONE, model_label(event)
         REQUESTS.labels(
-            provider, model, str(event.status), event.decision, event.deny_reason or "", event.front_door or "-"
+            event.api or NONE,
+            provider,
+            model,
+            str(event.status),
+            event.decision,
+            event.deny_reason or "",
+            event.front_door or NONE,
         ).inc()
         if event.decision != "allowed":
             return
@@ -79,12 +123,23 @@ class MetricsSink:
             if n:
                 TOKENS.labels(provider, model, cls).inc(n)
         if event.cost.total_nanos:
-            COST.labels(provider, model, event.cost.unit or "-").inc(event.cost.total_nanos)
-        if event.reserved_nanos:
-            SETTLE_DELTA.observe(max(0.0, 1 - event.cost.total_nanos / event.reserved_nanos))
+            COST.labels(provider, model, event.cost.unit or NONE).inc(event.cost.total_nanos)
+        if event.reserved_tokens or event.reserved_nanos:  # a reservation was taken and is now settled
+            _settled("tokens", event.reserved_tokens, u.total_tokens)
+            _settled("cost_nanos", event.reserved_nanos, event.cost.total_nanos)
         if event.tags.get("monitor"):
             MONITORED.inc()
         if event.ttft_ms is not None:
             TTFT_SECONDS.observe(event.ttft_ms / 1000)
         if event.latency_ms is not None:
             TOTAL_SECONDS.observe(event.latency_ms / 1000)
+
+
+def _settled(resource: str, reserved: int, actual: int) -> None:
+    delta = reserved - actual
+    if delta > 0:
+        SETTLE_DELTA.labels(resource, "refund").inc(delta)
+    elif delta < 0:
+        SETTLE_DELTA.labels(resource, "top_up").inc(-delta)
+    if reserved:
+        SETTLE_RATIO.labels(resource).observe(delta / reserved)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from dataclasses import dataclass, field
 
@@ -18,9 +17,12 @@ from quotagate.gateway.check import Gatekeeper
 from quotagate.gateway.config import ConfigCache
 from quotagate.gateway.ticket import Ticket
 from quotagate.governance.alerts import AlertEvaluator
+from quotagate.governance.replay import NonceStore
 from quotagate.governance.retention import PromptRetention
-from quotagate.limits.model import Counters
+from quotagate.identity.throttle import FailedAuthThrottle
+from quotagate.limits.model import Counters, Settlement
 from quotagate.metering.access_log import AccessLogSink
+from quotagate.metering.keepalive import OpenReservations
 from quotagate.metering.meter import Meter, MeterServices
 from quotagate.metering.sweeper import Sweeper
 from quotagate.metrics import MetricsSink
@@ -28,15 +30,13 @@ from quotagate.settings import Settings
 from quotagate.snapshot import Snapshot
 from quotagate.store.baseline import StoreBaseline
 from quotagate.store.config_state import read_config_version
-from quotagate.store.counters_factory import open_counters
+from quotagate.store.counters_factory import open_auth_throttle, open_counters, open_nonces
 from quotagate.store.ledger_checkpoints import Checkpointer, open_checkpointer
 from quotagate.store.prompt_log_writer import PromptLogWriter
 from quotagate.store.snapshot_loader import load_snapshot
 from quotagate.store.usage_repo import recorded_figures
 from quotagate.store.usage_writer import UsageWriter
 from quotagate.upstream_keys import ProviderKeys
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,10 +48,12 @@ class GatewayRuntime:
     gatekeeper: Gatekeeper
     meter_services: MeterServices
     sweeper: Sweeper
+    auth_throttle: FailedAuthThrottle
     checkpointer: Checkpointer | None = None
     prompt_log: PromptLogWriter | None = None
     alerts: AlertEvaluator | None = None  # None: alert_interval_s is 0
     retention: PromptRetention | None = None  # None: prompt_log_purge_interval_s is 0
+    nonces: NonceStore | None = None  # seen actor-signature nonces (the gatekeeper's)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -62,11 +64,21 @@ class GatewayRuntime:
         return Meter(ticket, self.meter_services)
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def resettle(items: list[Settlement]) -> None:
+            # Real figures the writer found over a sweep's estimate go to the counters (from the writer's thread).
+            asyncio.run_coroutine_threadsafe(self.sweeper.resettle(items), loop)
+
+        self.writer.on_resettle = resettle
         self.writer.start()
         self._tasks = [
             asyncio.create_task(self.config.run(), name="config-refresh"),
             asyncio.create_task(self.sweeper.run(), name="reservation-sweeper"),
         ]
+        if self.meter_services.open_reservations is not None:
+            keepalive = self.meter_services.open_reservations.run()
+            self._tasks.append(asyncio.create_task(keepalive, name="reservation-keepalive"))
         if self.checkpointer is not None:
             self._tasks.append(asyncio.create_task(self.checkpointer.run(), name="ledger-checkpoints"))
         if self.prompt_log is not None:
@@ -86,13 +98,26 @@ class GatewayRuntime:
         if self.prompt_log is not None:
             await asyncio.to_thread(self.prompt_log.stop)
         await self.counters.close()
+        await self.auth_throttle.close()
+        if self.nonces is not None:
+            await self.nonces.close()
         self.app.close()
 
 
 def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
+    """Raises ConfigError, before anything starts, when periodic ledger checkpoints are on but cannot be
+    signed (PostgreSQL without the shared signing key): a gateway must not run silently unanchored."""
     app = open_app(settings)
     s = app.settings
     db = app.db
+    try:
+        checkpointer = open_checkpointer(s, db)
+    except ConfigError as exc:
+        app.close()
+        raise ConfigError(
+            f"{exc}. Set the same key in every gateway process, or QUOTAGATE_LEDGER_CHECKPOINT_INTERVAL_S=0 "
+            "to run without periodic checkpoints (then sign with `quotagate audit checkpoint` where the key is)"
+        ) from exc
 
     def load() -> Snapshot:
         with db.read() as session:
@@ -104,10 +129,12 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
 
     config = ConfigCache(load, version, refresh_s=s.config_refresh_ms / 1000)
     counters = open_counters(s, StoreBaseline(db, s.spend_timezone))
+    auth_throttle = open_auth_throttle(s)  # failed authentications per client address (gateway and admin API)
     writer = UsageWriter(db, s.home / "spool")
     # Every event is counted, logged as one JSON access line, then spooled durably.
     sink = MetricsSink(AccessLogSink(writer))
     prompt_log = PromptLogWriter(db, lambda project_id: config.snapshot.governance.project(project_id))
+    nonces = open_nonces(s)
     gatekeeper = Gatekeeper(
         config=config,
         hasher=app.hasher,
@@ -115,18 +142,27 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
         provider_keys=ProviderKeys(app.secret_box),
         settings=s,
         sink=sink,
+        auth_throttle=auth_throttle,
         clock=time.time,
         content=prompt_log,
+        nonces=nonces,
     )
     services = MeterServices(
-        config=config, counters=counters, sink=sink, content=prompt_log, spend_timezone=s.spend_timezone
+        config=config,
+        counters=counters,
+        sink=sink,
+        content=prompt_log,
+        spend_timezone=s.spend_timezone,
+        open_reservations=OpenReservations(counters, s.reservation_ttl_s),
     )
-    sweeper = Sweeper(counters=counters, find_recorded=lambda rid: recorded_figures(db, rid), sink=writer)
-    try:
-        checkpointer = open_checkpointer(s, db)
-    except ConfigError as exc:  # e.g. PostgreSQL without a shared signing key: serve, but say so
-        log.warning("periodic ledger checkpoints are off: %s", exc)
-        checkpointer = None
+    # Swept requests get an event, an access line and metrics like any other (the sink).
+    sweeper = Sweeper(
+        counters=counters,
+        find_recorded=lambda rid: recorded_figures(db, rid, s.home / "spool"),
+        sink=sink,
+        config=config,
+        interval_s=min(5.0, s.reservation_ttl_s / 4),
+    )
     return GatewayRuntime(
         app,
         config,
@@ -135,6 +171,7 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
         gatekeeper,
         services,
         sweeper,
+        auth_throttle,
         checkpointer,
         prompt_log=prompt_log,
         alerts=AlertEvaluator(db, s) if s.alert_interval_s > 0 else None,
@@ -143,4 +180,5 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
             if s.prompt_log_purge_interval_s > 0
             else None
         ),
+        nonces=nonces,
     )

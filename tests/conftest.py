@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def use_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Points QUOTAGATE_DATABASE_URL (what the CLI and open_app read) at the fresh database."""
+    """Points QUOTAGATE_DATABASE_URL (what the CLI and open_app read) at the fresh database. On PostgreSQL
+    it also sets a ledger signing key, as every multi-process deployment must (a gateway refuses to start
+    without one: docs/ledger.md)."""
     monkeypatch.setenv("QUOTAGATE_DATABASE_URL", database_url)
+    if not database_url.startswith("sqlite"):
+        monkeypatch.setenv("QUOTAGATE_LEDGER_SIGNING_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
     return database_url

@@ -17,6 +17,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
     DataSource,
     HealthCheck,
     HealthCheckGrpcHealthCheck,
+    HealthCheckHttpHealthCheck,
     Http1ProtocolOptions,
     Http2ProtocolOptions,
     Pipe,
@@ -39,9 +40,10 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
 from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
 from envoy_data_plane.google.protobuf import Any
 
-from ext_authz.envoy_config.filters import GRPC_CLUSTER, METERING_CLUSTER
+from ext_authz.envoy_config.filters import CHECK_CLUSTER, GRPC_CLUSTER, METERING_CLUSTER
 from ext_authz.envoy_config.options import RenderOptions
 from ext_authz.envoy_config.routes import HTTP_SIDE_CLUSTER, upstream_cluster
+from ext_authz.http_contract import HEALTH_PATH
 from quotagate.snapshot import Snapshot, UpstreamView
 
 _PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -57,6 +59,8 @@ def clusters(snapshot: Snapshot, options: RenderOptions) -> list[Cluster]:
         _grpc_cluster(GRPC_CLUSTER, options.grpc_endpoints),
         _grpc_cluster(METERING_CLUSTER, options.grpc_endpoints),
     ]
+    if options.check_endpoints:
+        found.append(_check_cluster(options.check_endpoints))
     if options.http_side is not None:
         found.append(_plain_cluster(HTTP_SIDE_CLUSTER, [_socket(*options.http_side)], http2=False))
     found += [_upstream(u, options.ca_file) for u in sorted(snapshot.upstreams.values(), key=lambda u: u.name)]
@@ -117,25 +121,45 @@ def _plain_cluster(name: str, addresses: list[Address], *, http2: bool) -> Clust
     )
 
 
-def _grpc_cluster(name: str, endpoints: tuple[str, ...]) -> Cluster:
-    if not endpoints:
-        raise ValueError("at least one gRPC endpoint is needed")
-    cluster = _plain_cluster(name, [endpoint_address(e) for e in endpoints], http2=True)
-    # A worker that is shutting down reports NOT_SERVING and stops getting new Checks and streams.
-    cluster.health_checks = [
-        HealthCheck(
-            timeout=timedelta(seconds=1),
-            interval=timedelta(seconds=2),
-            unhealthy_threshold=2,
-            healthy_threshold=1,
-            grpc_health_check=HealthCheckGrpcHealthCheck(),
-        )
-    ]
+def _health_check(*, grpc: bool) -> HealthCheck:
+    check = HealthCheck(
+        timeout=timedelta(seconds=1),
+        interval=timedelta(seconds=2),
+        # Envoy's default (60 s) applies until a cluster first routes traffic, and it schedules the check after
+        # that: a worker dying in a fresh Envoy's first minute would keep getting requests for up to a minute.
+        no_traffic_interval=timedelta(seconds=2),
+        unhealthy_threshold=2,
+        healthy_threshold=1,
+    )
+    if grpc:
+        check.grpc_health_check = HealthCheckGrpcHealthCheck()
+    else:
+        check.http_health_check = HealthCheckHttpHealthCheck(path=HEALTH_PATH)
+    return check
+
+
+def _unlimited(cluster: Cluster) -> Cluster:
     limit = _GRPC_CONCURRENCY
     cluster.circuit_breakers = CircuitBreakers(
         thresholds=[CircuitBreakersThresholds(max_connections=limit, max_pending_requests=limit, max_requests=limit)]
     )
     return cluster
+
+
+def _grpc_cluster(name: str, endpoints: tuple[str, ...]) -> Cluster:
+    if not endpoints:
+        raise ValueError("at least one gRPC endpoint is needed")
+    cluster = _plain_cluster(name, [endpoint_address(e) for e in endpoints], http2=True)
+    # A worker that is shutting down reports NOT_SERVING and stops getting new Checks and streams.
+    cluster.health_checks = [_health_check(grpc=True)]
+    return _unlimited(cluster)
+
+
+def _check_cluster(endpoints: tuple[str, ...]) -> Cluster:
+    """Check over HTTP/1.1 keep-alive (one connection per concurrent Check), health-checked like the gRPC one."""
+    cluster = _plain_cluster(CHECK_CLUSTER, [endpoint_address(e) for e in endpoints], http2=False)
+    cluster.health_checks = [_health_check(grpc=False)]
+    return _unlimited(cluster)
 
 
 def _upstream(upstream: UpstreamView, ca_file: str) -> Cluster:

@@ -21,17 +21,19 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
 from envoy_data_plane.envoy.type.matcher.v3 import (
     MetadataMatcher,
     MetadataMatcherPathSegment,
+    StringMatcher,
     ValueMatcher,
     ValueMatcherNullMatch,
 )
 from envoy_data_plane.google.protobuf import Struct
 
+from ext_authz.http_contract import HTTP_STATUS, OVERRIDDEN_STATUSES
 from ext_authz.names import AUTHZ_NAMESPACE
 
 _CHECK_UNAVAILABLE = "The gateway's authorization service is unavailable; try again shortly."
 
 
-def local_reply_config() -> LocalReplyConfig:
+def local_reply_config(*, check_over_http: bool = False) -> LocalReplyConfig:
     not_a_denial = AccessLogFilter(
         # deny_reason is a string on every refusal; only an absent key matches "null" (match_if_key_not_found).
         metadata_filter=MetadataFilter(
@@ -46,6 +48,7 @@ def local_reply_config() -> LocalReplyConfig:
     check_failed = AccessLogFilter(response_flag_filter=ResponseFlagFilter(flags=["UAEX"]))
     return LocalReplyConfig(
         mappers=[
+            *(_restored_statuses() if check_over_http else []),
             ResponseMapper(
                 filter=AccessLogFilter(and_filter=AndFilter(filters=[not_a_denial, check_failed])),
                 body_format_override=_error_format(_CHECK_UNAVAILABLE),
@@ -53,6 +56,27 @@ def local_reply_config() -> LocalReplyConfig:
             ResponseMapper(filter=not_a_denial, body_format_override=_error_format("%LOCAL_REPLY_BODY%")),
         ]
     )
+
+
+def _restored_statuses() -> list[ResponseMapper]:
+    """Check over HTTP answers a 5xx refusal with another status and the real one in metadata
+    (ext_authz/http_contract.py): put it back, leaving the provider-shaped body and headers alone."""
+    return [
+        ResponseMapper(
+            filter=AccessLogFilter(
+                metadata_filter=MetadataFilter(
+                    matcher=MetadataMatcher(
+                        filter=AUTHZ_NAMESPACE,
+                        path=[MetadataMatcherPathSegment(key=HTTP_STATUS)],
+                        value=ValueMatcher(string_match=StringMatcher(exact=str(status))),
+                    ),
+                    match_if_key_not_found=False,  # unset means True: every reply would match
+                )
+            ),
+            status_code=status,
+        )
+        for status in OVERRIDDEN_STATUSES
+    ]
 
 
 def _error_format(message: str) -> SubstitutionFormatString:

@@ -31,6 +31,9 @@ class RenderOptions:
     listen: tuple[str, int] = ("0.0.0.0", 10000)
     # Quotagate gRPC workers: "host:port" or "unix:/path" (every one is an endpoint of one HTTP/2 cluster).
     grpc_endpoints: tuple[str, ...] = ("127.0.0.1:50051",)
+    # `quotagate serve --check` addresses ("host:port" or "unix:/path"): Check goes over HTTP (http_contract.py),
+    # which costs a fraction of the gRPC round trip. Empty: Check goes over gRPC to grpc_endpoints.
+    check_endpoints: tuple[str, ...] = ()
     # Quotagate's HTTP side (models list, admin API, dashboard); None: those paths are not routed.
     http_side: tuple[str, int] | None = None
     admin_port: int = 9901

@@ -76,7 +76,10 @@ def _listener(snapshot: Snapshot, options: RenderOptions) -> Listener:
         http_filters=http_filters(options),
         # Envoy is the edge: the client address is the peer's, not a forgeable X-Forwarded-For.
         use_remote_address=True,
-        local_reply_config=local_reply_config(),
+        # Keep a caller's x-request-id (the gateway tags its events with it and the provider sees it); Envoy
+        # generates one only when absent. The gateway's own id keys usage events, so a reused one merges nothing.
+        preserve_external_request_id=True,
+        local_reply_config=local_reply_config(check_over_http=bool(options.check_endpoints)),
         access_log=_access_log() if options.access_log else [],
     )
     return Listener(

@@ -8,9 +8,12 @@ an upstream this configuration does not know yet) gets the catch-all's 404.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from envoy_data_plane.envoy.config.core.v3 import DataSource
+from envoy_data_plane.envoy.config.core.v3 import (
+    DataSource,
+    HeaderValue,
+    HeaderValueOption,
+    HeaderValueOptionHeaderAppendAction,
+)
 from envoy_data_plane.envoy.config.route.v3 import (
     DirectResponseAction,
     HeaderMatcher,
@@ -24,7 +27,8 @@ from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher, StringMatcher
 
 from ext_authz.envoy_config.filters import disabled_per_route
 from ext_authz.envoy_config.options import RenderOptions
-from ext_authz.names import REWRITE_HEADER, UPSTREAM_HEADER
+from ext_authz.http_contract import SUCCESS_RESPONSE_HEADERS
+from ext_authz.names import AUTHZ_NAMESPACE, REWRITE_HEADER, UPSTREAM_HEADER
 from quotagate.snapshot import Snapshot, UpstreamView
 
 HTTP_SIDE_CLUSTER = "quotagate_http"
@@ -54,7 +58,7 @@ def route_configuration(snapshot: Snapshot, options: RenderOptions) -> RouteConf
         )
     locations = [route.location for route in snapshot.routes]  # longest first
     for upstream in sorted(snapshot.upstreams.values(), key=lambda u: u.name):
-        routes += [_to_upstream(upstream, location, options.upstream_timeout) for location in locations]
+        routes += [_to_upstream(upstream, location, options) for location in locations]
     routes.append(
         Route(
             name="check-then-route",
@@ -78,16 +82,31 @@ def _match(location: str) -> RouteMatch:
     return RouteMatch(prefix=location) if location.endswith("/") else RouteMatch(path=location)
 
 
-def _to_upstream(upstream: UpstreamView, location: str, timeout: timedelta) -> Route:
+def _to_upstream(upstream: UpstreamView, location: str, options: RenderOptions) -> Route:
     match = _match(location)
     match.headers = [HeaderMatcher(name=UPSTREAM_HEADER, string_match=StringMatcher(exact=upstream.name))]
-    return Route(
+    route = Route(
         name=f"{upstream.name} {location}",
         match=match,
         route=RouteAction(
             cluster=upstream_cluster(upstream.name),
             host_rewrite_literal=upstream.ssl_name or upstream.host,
-            timeout=timeout,
+            timeout=options.upstream_timeout,
         ),
         request_headers_to_remove=_STRIPPED_UPSTREAM,
     )
+    if options.check_endpoints:
+        route.response_headers_to_add = _from_check_metadata()
+    return route
+
+
+def _from_check_metadata() -> list[HeaderValueOption]:
+    """Check over HTTP: the client's x-ratelimit-* and request id, overwriting the provider's, only when Check set
+    them (an empty value is not added). The gRPC Check has ext_authz overwrite them itself (http_contract.py)."""
+    return [
+        HeaderValueOption(
+            header=HeaderValue(key=name, value=f"%DYNAMIC_METADATA({AUTHZ_NAMESPACE}:{name})%"),
+            append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+        )
+        for name in SUCCESS_RESPONSE_HEADERS
+    ]

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -14,13 +15,26 @@ import httpx
 from quotagate.errors import ConfigError
 
 
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) arrived while a child was starting."""
+
+
 class Child:
-    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        *,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_dir / f"{name}.log"
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
+        self._stop = stop or threading.Event()  # set: waiting for start-up gives up (Interrupted)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,27 +56,31 @@ class Child:
     def wait_port(self, port: int, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.alive():
-                raise self.fail("exited during start-up")
+            self._check_starting()
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                     return
             except OSError:
-                time.sleep(0.05)
+                self._stop.wait(0.05)
         raise self.fail(f"did not open port {port} within {timeout:.0f}s")
 
     def wait_http(self, url: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.alive():
-                raise self.fail("exited during start-up")
+            self._check_starting()
             try:
                 if httpx.get(url, timeout=0.5).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(0.1)
+            self._stop.wait(0.1)
         raise self.fail(f"was not ready at {url} within {timeout:.0f}s")
+
+    def _check_starting(self) -> None:
+        if self._stop.is_set():
+            raise Interrupted(self.name)
+        if not self.alive():
+            raise self.fail("exited during start-up")
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"A `quotagate serve` gRPC address, host:port or unix:/path; repeat for several workers (default {DEFAULT_GRPC}).",
     )
     render.add_argument(
+        "--check",
+        action="append",
+        metavar="ADDR",
+        help="A `quotagate serve --check` address (host:port or unix:/path; repeat per worker, in --grpc's order): "
+        "Envoy then calls Check over HTTP, the faster transport. Without it Check goes over gRPC.",
+    )
+    render.add_argument(
         "--http",
         metavar="HOST:PORT",
         help="Quotagate's HTTP side (models list, admin API, dashboard); without it those paths are not routed.",
@@ -60,6 +67,7 @@ def _render(args: argparse.Namespace) -> int:
         options = RenderOptions(
             listen=parse_address(args.listen),
             grpc_endpoints=tuple(args.grpc or [DEFAULT_GRPC]),
+            check_endpoints=tuple(args.check or ()),
             http_side=parse_address(args.http) if args.http else None,
             admin_port=args.admin_port,
             max_request_bytes=load_settings().max_request_bytes,

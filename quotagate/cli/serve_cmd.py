@@ -1,7 +1,8 @@
 """`quotagate serve`: the gRPC services Envoy calls (Check, Process, health) and the HTTP side, until SIGTERM/SIGINT.
 
 With `--workers N` it supervises N such processes, each on its own ports (Envoy balances connections, not
-requests, so one shared port would balance badly); Envoy lists every worker as an endpoint.
+requests, so one shared port would balance badly); Envoy lists every worker as an endpoint. A worker that
+dies is restarted (quotagate/cli/supervisor.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import subprocess
 import sys
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"Address of the gRPC services, host:port or unix:/path; port 0 picks a free one (default {DEFAULT_GRPC}).",
     )
     serve.add_argument(
+        "--check",
+        metavar="ADDR",
+        help="Also answer ext_authz Check over plain HTTP here (host:port or unix:/path), for Envoy's http_service: "
+        "the same decision as the gRPC Check at a fraction of its round trip (render Envoy with --check). "
+        "Unset: Check over gRPC only.",
+    )
+    serve.add_argument(
         "--http",
         metavar="HOST:PORT",
         help="Address of the HTTP side: admin and portal API, /v1/models, dashboard, /metrics, /healthz, /readyz.",
@@ -43,7 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="Run N worker processes; worker i listens on the gRPC and HTTP ports plus i (or unix:PATH.i). "
+        help="Run N worker processes; worker i listens on the gRPC, Check and HTTP ports plus i (or unix:PATH.i). "
         "Needs QUOTAGATE_REDIS_URL and a PostgreSQL QUOTAGATE_DATABASE_URL, which the workers share.",
     )
     serve.add_argument(
@@ -70,53 +77,36 @@ def worker_address(address: str, index: int) -> str:
 def _serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from quotagate.metering.access_log import configure_access_log
+
+    configure_access_log(settings.access_log_path)  # bare JSON lines, not the format above
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
     if args.workers > 1:
         return _supervise(args, settings)
     import uvloop  # libuv's event loop roughly halves a gRPC call's round trip on grpc.aio (envoy/README.md)
 
-    uvloop.run(_run(settings, args.grpc, args.http, args.grace))
+    uvloop.run(_run(settings, args.grpc, args.http, args.grace, args.check))
     return 0
 
 
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
-    if settings.redis_url is None or settings.effective_database_url.startswith("sqlite"):
-        raise ConfigError(
-            "--workers > 1 needs shared backends: set QUOTAGATE_REDIS_URL (counters) and a PostgreSQL "
-            "QUOTAGATE_DATABASE_URL (config, usage, ledger); the embedded SQLite + in-process counters serve one process"
-        )
-    children = []
+    from quotagate.cli.supervisor import Supervisor, require_shared_backends
+
+    require_shared_backends(settings)
+    argvs = []
     for i in range(args.workers):
-        argv = [
-            sys.executable,
-            "-m",
-            "quotagate",
-            "serve",
-            "--grpc",
-            worker_address(args.grpc, i),
-            "--grace",
-            str(args.grace),
-        ]
+        argv = [sys.executable, "-m", "quotagate", "serve", "--grpc", worker_address(args.grpc, i)]
+        argv += ["--grace", str(args.grace)]
+        if args.check:
+            argv += ["--check", worker_address(args.check, i)]
         if args.http:
             argv += ["--http", worker_address(args.http, i)]
-        children.append(subprocess.Popen(argv))
-    stopping = False
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [child.wait() for child in children]
-    return 0 if stopping or all(code == 0 for code in codes) else 1
+        argvs.append(argv)
+    return Supervisor(argvs, stop_timeout_s=args.grace + 15).run()
 
 
-async def _run(settings: Settings, address: str, http: str | None, grace_s: float) -> None:
+async def _run(settings: Settings, address: str, http: str | None, grace_s: float, check: str | None = None) -> None:
     from ext_authz.server import serve  # the gRPC stack loads only for this command
     from quotagate.runtime import open_runtime
 
@@ -128,11 +118,23 @@ async def _run(settings: Settings, address: str, http: str | None, grace_s: floa
         loop.add_signal_handler(sig, stop.set)
     http_task = _start_http(runtime, http) if http else None
 
+    check_bound: list[str] = []
+
     def ready(bound: str) -> None:
-        print(f"quotagate serve: gRPC listening on {bound}" + (f", HTTP on {http}" if http else ""), flush=True)
+        line = f"quotagate serve: gRPC listening on {bound}"
+        line += "".join(f", Check (HTTP) on {c}" for c in check_bound) + (f", HTTP on {http}" if http else "")
+        print(line, flush=True)
 
     try:
-        await serve(runtime, address, stop=stop, grace_s=grace_s, on_ready=ready)
+        await serve(
+            runtime,
+            address,
+            stop=stop,
+            grace_s=grace_s,
+            on_ready=ready,
+            check_addr=check,
+            on_check_ready=check_bound.append,
+        )
     finally:
         if http_task is not None:
             http_task.cancel()

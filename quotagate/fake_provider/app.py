@@ -24,6 +24,7 @@ from quotagate.fake_provider import (
 )
 from quotagate.fake_provider.behaviour import BadFakeHeader, Behaviour, from_headers
 from quotagate.fake_provider.config import FakeConfig
+from quotagate.fake_provider.connections import ConnectionLog
 from quotagate.fake_provider.errors import error_body, openai_error
 from quotagate.fake_provider.exchange import Exchange
 from quotagate.fake_provider.recorder import Recorder
@@ -210,6 +211,16 @@ def _requests_endpoint(recorder: Recorder) -> Callable[[Request], Response]:
     return requests
 
 
+def _connections_endpoint(log: ConnectionLog) -> Callable[[Request], Response]:
+    def connections(request: Request) -> Response:
+        if request.method == "DELETE":
+            log.clear()
+            return Response(status_code=204)
+        return Response(orjson.dumps(log.snapshot()), 200, media_type=JSON_TYPE)
+
+    return connections
+
+
 def _health(_request: Request) -> Response:
     return Response(b'{"status":"ok"}', 200, media_type=JSON_TYPE)
 
@@ -221,9 +232,11 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 def build_app(config: FakeConfig | None = None) -> Starlette:
-    """The fake provider as a Starlette app; ``app.state.recorder`` holds what it received."""
+    """The fake provider as a Starlette app; ``app.state.recorder`` holds the requests it received and
+    ``app.state.connections`` the connections (filled by the server ``make_server`` builds for it)."""
     config = config or FakeConfig()
     recorder = Recorder(config.record_limit)
+    connections = ConnectionLog()
     # A bound method, so Starlette wraps it as a request -> response endpoint rather than a raw ASGI app.
     routes = [
         Route(path, _ApiHandler(api, config, recorder).__call__, methods=["POST"]) for path, api in API_BY_PATH.items()
@@ -231,9 +244,11 @@ def build_app(config: FakeConfig | None = None) -> Starlette:
     routes += [
         Route("/v1/models", _models(config), methods=["GET"]),
         Route("/_fake/requests", _requests_endpoint(recorder), methods=["GET", "DELETE"]),
+        Route("/_fake/connections", _connections_endpoint(connections), methods=["GET", "DELETE"]),
         Route("/_fake/health", _health, methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found})
     app.state.recorder = recorder
+    app.state.connections = connections
     app.state.config = config
     return app

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 
 from quotagate.fake_provider.app import build_app
 from quotagate.fake_provider.config import FakeConfig
+from quotagate.fake_provider.connections import ConnectionLog, counting_protocol, recording_sni
 from quotagate.fake_provider.stream import hide_cut_stream_log
 
 
@@ -33,12 +34,18 @@ def make_server(
     log_level: str = "warning",
     app: Starlette | None = None,
 ) -> uvicorn.Server:
-    """A uvicorn server for ``app`` (default: ``build_app(config)``), not yet started; give it a ``bind`` socket."""
+    """A uvicorn server for ``app`` (default: ``build_app(config)``), not yet started; give it a ``bind`` socket.
+
+    A fake provider app's ``state.connections`` gets every accepted connection and TLS server name."""
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("TLS needs both a certificate and a key file")
     hide_cut_stream_log()
+    app = app or build_app(config)
+    log: ConnectionLog | None = getattr(app.state, "connections", None)
     uv_config = uvicorn.Config(
-        app or build_app(config),
+        app,
+        http=counting_protocol(log) if log is not None else "auto",
+        ssl_context_factory=recording_sni(log) if log is not None and tls_cert else None,
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
         log_level=log_level,

@@ -29,6 +29,7 @@ import httpx
 from quotagate.fake_provider.app import build_app
 from quotagate.fake_provider.cli import config_to_args
 from quotagate.fake_provider.config import FakeConfig
+from quotagate.fake_provider.connections import ConnectionLog
 from quotagate.fake_provider.recorder import Recorder
 from quotagate.fake_provider.server import bind, make_server
 
@@ -42,6 +43,7 @@ class FakeProvider:
     base_url: str  # scheme://host:port, no path: the Anthropic SDK's base_url
     ca_file: str | None  # CA bundle that signed the TLS certificate (None over plain HTTP)
     _recorder: Recorder | None = None  # in-thread servers are read directly, subprocesses over HTTP
+    _connections: ConnectionLog | None = None
 
     @property
     def openai_base_url(self) -> str:
@@ -73,6 +75,22 @@ class FakeProvider:
             self._recorder.clear()
         else:
             httpx.delete(self.base_url + "/_fake/requests", verify=self.verify).raise_for_status()
+
+    def connections(self) -> dict[str, Any]:
+        """Connections accepted so far (``accepted``) and the SNI of each TLS handshake (``tls_server_names``,
+        None where a client sent none). Read from a subprocess, the reading's own connection is counted."""
+        if self._connections is not None:
+            return self._connections.snapshot()
+        response = httpx.get(self.base_url + "/_fake/connections", verify=self.verify)
+        response.raise_for_status()
+        found: dict[str, Any] = response.json()
+        return found
+
+    def clear_connections(self) -> None:
+        if self._connections is not None:
+            self._connections.clear()
+        else:
+            httpx.delete(self.base_url + "/_fake/connections", verify=self.verify).raise_for_status()
 
 
 @dataclass(frozen=True)
@@ -142,7 +160,8 @@ def _thread(host: str, files: TLSFiles | None, config: FakeConfig | None) -> Ite
             time.sleep(0.005)
         recorder: Recorder = app.state.recorder
         port = sock.getsockname()[1]
-        yield FakeProvider(_url("https" if files else "http", host, port), files.ca if files else None, recorder)
+        url = _url("https" if files else "http", host, port)
+        yield FakeProvider(url, files.ca if files else None, recorder, app.state.connections)
     finally:
         # No graceful drain: idle TLS keep-alive connections would hold it for the close_notify timeout.
         server.force_exit = server.should_exit = True

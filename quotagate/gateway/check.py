@@ -26,11 +26,15 @@ from quotagate.gateway.rewrite import INCLUDE_USAGE_APIS
 from quotagate.gateway.ticket import Ticket
 from quotagate.governance.content import ContentSink
 from quotagate.governance.gate import GOVERNANCE_HEADERS, GovernanceGate, Refusal
+from quotagate.governance.ip import client_address
+from quotagate.governance.replay import NonceStore
 from quotagate.identity.authenticate import AuthFailure, authenticate
 from quotagate.identity.credentials import CREDENTIAL_HEADERS, SecretHasher, credential_from_headers
+from quotagate.identity.throttle import FailedAuthThrottle
 from quotagate.limits.model import Counters, Decision, LimitKind, ReservationRequest
 from quotagate.metering.record import UsageRecord, UsageSink
-from quotagate.metrics import BACKEND_ERRORS, DECISION_SECONDS
+from quotagate.metering.sweep_note import SweepNote
+from quotagate.metrics import ADMITTED_WITHOUT_LIMITS, BACKEND_ERRORS, DECISION_SECONDS
 from quotagate.models_catalog import split_model
 from quotagate.policy import counter_id, limit_checks, model_allowed, quotas_for
 from quotagate.pricing import worst_case_nanos
@@ -54,6 +58,7 @@ _AUTH_MESSAGES = {
     AuthFailure.PROJECT_DISABLED: "The project of this gateway key is disabled.",
     AuthFailure.ORGANIZATION_DISABLED: "The organization of this gateway key is disabled.",
 }
+AUTH_THROTTLED = "auth_throttled"
 
 
 class Gatekeeper:
@@ -66,8 +71,10 @@ class Gatekeeper:
         provider_keys: ProviderKeys,
         settings: Settings,
         sink: UsageSink,
+        auth_throttle: FailedAuthThrottle,
         clock: Callable[[], float] = time.time,
         content: ContentSink | None = None,
+        nonces: NonceStore | None = None,
     ) -> None:
         self._config = config
         self._hasher = hasher
@@ -75,9 +82,10 @@ class Gatekeeper:
         self._keys = provider_keys
         self._settings = settings
         self._sink = sink
+        self._auth_throttle = auth_throttle
         self._clock = clock
         self._zone = ZoneInfo(settings.spend_timezone)
-        self._governance = GovernanceGate(settings)
+        self._governance = GovernanceGate(settings, nonces=nonces)  # nonces: in process unless given
         self._content = content  # logged prompts (per project policy); None: never logged
 
     async def check(self, req: CheckInput) -> Outcome:
@@ -101,9 +109,7 @@ class Gatekeeper:
             snapshot, self._hasher, credential_from_headers(req.headers), datetime.fromtimestamp(now, UTC)
         )
         if isinstance(outcome, AuthFailure):
-            denial = deny(shape, outcome.status, outcome.value, _AUTH_MESSAGES[outcome], request_id=request_id)
-            self._sink.record(_denied_record(req, denial, now))
-            return denial
+            return await self._refuse_unauthenticated(req, outcome, shape, request_id, now)
         identity = outcome
         base = UsageRecord(
             request_id=request_id,
@@ -123,7 +129,7 @@ class Gatekeeper:
             self._sink.record(_with_denial(base, denial))
             return denial
 
-        admitted = self._governance.admit(snapshot, identity, req, now)
+        admitted = await self._governance.admit(snapshot, identity, req, now)
         if isinstance(admitted, Refusal):
             base = _replace(base, tags={**base.tags, **admitted.tags})
             return refuse_known(admitted.status, admitted.reason, admitted.message)
@@ -146,10 +152,18 @@ class Gatekeeper:
         base = _replace(base, api=api.value, model_requested=parsed.model, stream=parsed.stream)
 
         prefixed, model = split_model(parsed.model)
-        provider = prefixed or route.provider
+        if prefixed is not None and prefixed is not route.provider:
+            # The endpoint speaks its route's provider's API: another provider's model cannot be served here.
+            return refuse_known(
+                404,
+                "model_not_found",
+                f"The model '{parsed.model}' belongs to {prefixed.value}; {req.path.split('?', 1)[0]} serves "
+                f"{route.provider.value} models only. Send it to an endpoint of {prefixed.value}.",
+            )
+        provider = route.provider
         price = snapshot.prices.get((provider, model))
-        upstream = route.upstream if provider is route.provider else _upstream_of(snapshot, provider)
-        if price is None or upstream is None:
+        upstream = route.upstream
+        if price is None:
             return refuse_known(
                 404, "model_not_found", f"The model '{parsed.model}' does not exist or is not served here."
             )
@@ -175,6 +189,7 @@ class Gatekeeper:
         checks = limit_checks(quotas, model)
         reservation_id = request_id
         decision = Decision(allowed=True)
+        tokens = prompt_estimate + max_output
         if checks:
             try:
                 decision = await self._counters.reserve(
@@ -182,11 +197,25 @@ class Gatekeeper:
                         org_id=identity.org.id,
                         reservation_id=reservation_id,
                         checks=checks,
-                        tokens=prompt_estimate + max_output,
+                        tokens=tokens,
                         cost_nanos=cost,
                         now=now,
                         month=datetime.fromtimestamp(now, self._zone).strftime("%Y-%m"),
                         ttl_s=self._settings.reservation_ttl_s,
+                        # If this process dies mid-request, whoever sweeps the reservation records and charges it.
+                        note=SweepNote(
+                            identity.project.id,
+                            identity.client.id,
+                            identity.key.key_id,
+                            provider.value,
+                            api.value,
+                            model,
+                            parsed.model,
+                            parsed.stream,
+                            prompt_estimate,
+                            req.front_door,
+                            base.tags,
+                        ).encode(),
                     )
                 )
             except BackendUnavailable as exc:
@@ -197,6 +226,9 @@ class Gatekeeper:
                         503, "limits_unavailable", "Rate limits cannot be checked right now; try again shortly."
                     )
                 log.warning("counter backend unavailable, route admits monitor-only: %s", exc)
+                ADMITTED_WITHOUT_LIMITS.inc()
+                # Marked on the usage event: this request was neither checked against nor counted in any limit.
+                base = _replace(base, tags={**base.tags, "limits": "unavailable"})
                 decision = Decision(allowed=True)
                 reservation_id = ""
         else:
@@ -205,12 +237,19 @@ class Gatekeeper:
         base = _replace(base, remaining_requests=left_requests, remaining_tokens=left_tokens)
         if not decision.allowed and decision.denial is not None:
             d = decision.denial
+            if decision.monitored:  # the denial event also says which monitor-mode limits it exceeded
+                base = _replace(base, tags={**base.tags, "monitor": _monitored(decision)})
             quota = next((q for q in quotas if counter_id(q) == d.counter_id), None)
             scope = (
                 f"{quota.scope_type} {_scope_name(snapshot, quota.scope_type, quota.scope_id)}" if quota else "a scope"
             )
-            headers = denial_headers(decision)
+            # Ids only (header-safe), unlike the display names of the message.
+            headers = (
+                *denial_headers(decision),
+                *((("x-quotagate-limit-scope", f"{quota.scope_type}:{quota.scope_id}"),) if quota else ()),
+            )
             if d.kind in (LimitKind.SPEND, LimitKind.CREDITS):
+                # Retrying cannot help before the month ends or credits are added: SDKs must not retry.
                 what = "monthly spend cap" if d.kind is LimitKind.SPEND else "prepaid credit balance"
                 return refuse_known(
                     429,
@@ -218,6 +257,18 @@ class Gatekeeper:
                     f"The {what} of {scope} does not cover this request.",
                     error_type="insufficient_quota" if provider is not Provider.ANTHROPIC else None,
                     headers=(*headers, ("x-should-retry", "false")),
+                )
+            if d.kind is LimitKind.TPM and tokens > d.limit:
+                # Even an empty window cannot take it: a retry would be refused the same way, forever.
+                defaulted = max_output and not parsed.max_output
+                cap = " (the request set none, so the model's default cap was counted)" if defaulted else ""
+                return refuse_known(
+                    429,
+                    "request_exceeds_tpm",
+                    f"This request needs up to {tokens} tokens (prompt estimate {prompt_estimate} + max output "
+                    f"{max_output}{cap}), more than the limit of {d.limit} tokens per minute for {scope}, so it can "
+                    f"never be admitted; lower max_tokens or shorten the prompt.",
+                    headers=(*(h for h in headers if h[0] != "retry-after"), ("x-should-retry", "false")),
                 )
             unit = "requests" if d.kind is LimitKind.RPM else "tokens"
             return refuse_known(
@@ -241,14 +292,14 @@ class Gatekeeper:
             model_requested=parsed.model,
             stream=parsed.stream,
             reservation_id=reservation_id,
-            reserved_tokens=prompt_estimate + max_output if reservation_id else 0,
+            reserved_tokens=tokens if reservation_id else 0,
             reserved_nanos=cost if reservation_id else 0,
             prompt_estimate=prompt_estimate,
             upstream=upstream,
             inject_include_usage=needs_usage,
             rewrite_model=prefixed is not None,
             front_door=req.front_door,
-            monitored=tuple(f"{m.kind.value}:{m.counter_id}" for m in decision.monitored),
+            monitored=_monitored_ids(decision),
             tags=base.tags,
             remaining_requests=left_requests,
             remaining_tokens=left_tokens,
@@ -272,6 +323,33 @@ class Gatekeeper:
             response_headers=remaining_headers(decision),
         )
 
+    async def _refuse_unauthenticated(
+        self, req: CheckInput, failure: AuthFailure, shape: Provider | None, request_id: str, now: float
+    ) -> Deny:
+        """401/403, or 429 once the client's address made too many failed attempts (identity/throttle.py)."""
+        addr = client_address(req.client_ip, req.headers.get("x-forwarded-for"), self._settings.trusted_proxies)
+        tags = {"client_ip": str(addr) if addr is not None else "unknown"}
+        denial = deny(shape, failure.status, failure.value, _AUTH_MESSAGES[failure], request_id=request_id)
+        if failure is AuthFailure.INVALID_CREDENTIAL:
+            try:
+                verdict = await self._auth_throttle.failed(addr, now)
+            except BackendUnavailable as exc:  # the credential failed all the same: still refused
+                BACKEND_ERRORS.labels("auth_throttle").inc()
+                log.warning("failed-authentication throttle unavailable, answering 401: %s", exc)
+            else:
+                if verdict.throttled:
+                    denial = deny(
+                        shape,
+                        429,
+                        AUTH_THROTTLED,
+                        "Too many failed authentication attempts from this address; "
+                        f"retry after {verdict.retry_after_s}s.",
+                        request_id=request_id,
+                        headers=(("retry-after", str(verdict.retry_after_s)), ("x-should-retry", "false")),
+                    )
+        self._sink.record(_denied_record(req, denial, now, tags))
+        return denial
+
 
 def _tags(default_tag: str | None, caller_id: str | None) -> dict[str, str]:
     tags = {"tag": default_tag} if default_tag else {}
@@ -280,8 +358,13 @@ def _tags(default_tag: str | None, caller_id: str | None) -> dict[str, str]:
     return tags
 
 
-def _upstream_of(snapshot: Snapshot, provider: Provider) -> str | None:
-    return next((r.upstream for r in snapshot.routes if r.provider is provider), None)
+def _monitored_ids(decision: Decision) -> tuple[str, ...]:
+    return tuple(f"{m.kind.value}:{m.counter_id}" for m in decision.monitored)
+
+
+def _monitored(decision: Decision) -> str:
+    """The `monitor` tag of a usage event, as the meter writes it for an admitted request."""
+    return ",".join(_monitored_ids(decision))
 
 
 def _scope_name(snapshot: Snapshot, scope_type: str, scope_id: str) -> str:
@@ -294,7 +377,7 @@ def _scope_name(snapshot: Snapshot, scope_type: str, scope_id: str) -> str:
     return scope_id
 
 
-def _denied_record(req: CheckInput, denial: Deny, now: float) -> UsageRecord:
+def _denied_record(req: CheckInput, denial: Deny, now: float, tags: dict[str, str]) -> UsageRecord:
     return UsageRecord(
         request_id=denial.request_id,
         started_at=now,
@@ -305,6 +388,7 @@ def _denied_record(req: CheckInput, denial: Deny, now: float) -> UsageRecord:
         deny_reason=denial.reason,
         api=(a.value if (a := api_for_path(req.path)) else None),
         front_door=req.front_door,
+        tags=tags,
     )
 
 

@@ -125,9 +125,15 @@ class Quota(Managed, Base):
     monthly_spend_unit: Mapped[str | None] = mapped_column(String(16))
     prepaid: Mapped[bool] = mapped_column(Boolean, default=False)
     enforcement_mode: Mapped[str] = mapped_column(String(16))
-    model_allowlist: Mapped[list[str] | None] = mapped_column(JSON)
+    model_allowlist: Mapped[list[str] | None] = mapped_column(JSON)  # restricts the scope, limits only these
+    applies_to_models: Mapped[list[str] | None] = mapped_column(JSON)  # limits only these, restricts nothing
     notes: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))
+
+    @property
+    def limited_models(self) -> list[str] | None:
+        """The models whose requests this quota's limits count (None: every model)."""
+        return self.applies_to_models if self.applies_to_models is not None else self.model_allowlist
 
 
 class RateCard(Base):

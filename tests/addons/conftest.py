@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
-from mitmproxy import hooks, http
+from mitmproxy import addonmanager, hooks, http
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.options import Options
 from mitmproxy.test import taddons, tflow, tutils
 
 from addons.quotagate_gateway import QuotagateAddon
@@ -60,6 +63,15 @@ def gateway_flow(
     return tflow.tflow(req=request)
 
 
+def proxy_options(connection_strategy: str = "lazy") -> Options:
+    """mitmdump's options for `taddons.context(..., options=)`: the core ones plus the proxy server's (declared
+    by mitmproxy's own addon), with `connection_strategy` as `--set` gives it before scripts load."""
+    options = Options()
+    Proxyserver().load(addonmanager.Loader(SimpleNamespace(options=options)))
+    options.update(connection_strategy=connection_strategy)
+    return options
+
+
 def configure_all(ctx: taddons.context, addon: QuotagateAddon) -> None:
     """What mitmproxy does when it loads a script: configure with every option."""
     ctx.master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(set(ctx.options.keys())))
@@ -95,7 +107,7 @@ async def start_gateway(manifest: str) -> AsyncIterator[Gateway]:
     apply_manifest(manifest)
     credential = issue_key("demo-key")
     addon = QuotagateAddon()
-    with taddons.context(addon) as ctx:
+    with taddons.context(addon, options=proxy_options()) as ctx:
         configure_all(ctx, addon)
         await addon.running()
         try:

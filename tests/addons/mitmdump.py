@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -56,6 +57,19 @@ class MitmdumpProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_listening(self, *ports: int, timeout_s: float = _READY_TIMEOUT_S) -> None:
+        """Every listener accepts (when the log is too quiet to say so)."""
+        deadline = time.monotonic() + timeout_s
+        for port in ports:
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"mitmdump never listened on {port}:\n{self.log()}") from None
+                    time.sleep(0.05)
 
     def wait_for(self, text: str, timeout_s: float = _READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
@@ -164,38 +178,52 @@ def edge_case_keys(doc: dict[str, Any]) -> None:
     org["quotas"].append({"scope_type": "key", "key_id": "rpm-key", "rpm_limit": 1})
 
 
+def mitmdump_argv(
+    workdir: Path, targets: list[tuple[str, int]], *options: str, connection_strategy: str | None = "lazy"
+) -> list[str]:
+    """mitmdump with the addon, one reverse listener per (upstream URL, port), mitmproxy's state in `workdir`,
+    then `options`; `connection_strategy` None leaves mitmproxy's default (eager)."""
+    argv = [mitmdump_binary(), "-s", str(SCRIPT), "--set", f"confdir={workdir / 'mitmproxy'}"]
+    if connection_strategy is not None:
+        argv += ["--set", f"connection_strategy={connection_strategy}"]
+    argv += ["--set", "listen_host=127.0.0.1"]
+    for url, port in targets:
+        argv += ["--mode", f"reverse:{url}@{port}"]
+    return [*argv, *options]
+
+
 @contextmanager
 def running_addon_stack(
-    workdir: Path, *, edit: Callable[[dict[str, Any]], None] | None = None, extra_keys: tuple[str, ...] = ()
+    workdir: Path,
+    *,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+    extra_keys: tuple[str, ...] = (),
+    tls_name: str | None = None,
+    options: tuple[str, ...] = (),
+    quiet: bool = False,
+    **settings: str,
 ) -> Iterator[AddonStack]:
     """The manifest is `stack_manifest` of examples/local-demo.yaml pointed at the fake provider, after `edit`;
-    the provider keys are the stored test keys of tests/support/envoy.py (PROVIDER_KEYS)."""
+    the provider keys are the stored test keys of tests/support/envoy.py (PROVIDER_KEYS).
+
+    `tls_name`: the fake provider serves TLS (a throwaway CA, which mitmproxy is told to trust) and the upstreams
+    are 127.0.0.1 with that `ssl_name`, as tests/envoy/test_tls_upstream.py does for Envoy. `options`: more
+    mitmdump arguments; `quiet`: they silence the ready line, so wait for the listeners instead. `settings`:
+    Settings overrides by field name, for the test process and mitmdump alike (e.g. max_request_bytes="65536")."""
     with ExitStack() as stack:
-        fake = stack.enter_context(running_fake_provider())
-        settings = load_settings(home=workdir / "home")
-        credentials = {
-            "demo-key": prepare_home(
-                settings, stack_manifest(fake.base_url.removeprefix("http://"), edit=edit), "demo-key"
-            )
-        }
-        credentials.update(issue_keys(settings, list(extra_keys)))
+        fake = stack.enter_context(running_fake_provider(tls=tls_name is not None))
+        config = load_settings(home=workdir / "home", **settings)
+        upstream = fake.base_url.split("://", 1)[1]
+        manifest = stack_manifest(upstream, edit=edit, ssl_name=tls_name)
+        credentials = {"demo-key": prepare_home(config, manifest, "demo-key")}
+        credentials.update(issue_keys(config, list(extra_keys)))
         openai_port, anthropic_port = free_port(), free_port()
-        argv = [
-            mitmdump_binary(),
-            "-s",
-            str(SCRIPT),
-            "--set",
-            f"confdir={workdir / 'mitmproxy'}",
-            "--set",
-            "connection_strategy=lazy",
-            "--set",
-            "listen_host=127.0.0.1",
-            "--mode",
-            f"reverse:{fake.base_url}@{openai_port}",
-            "--mode",
-            f"reverse:{fake.base_url}@{anthropic_port}",
-        ]
-        env = clean_env(settings.home)
+        trust = ("--set", f"ssl_verify_upstream_trusted_ca={fake.ca_file}") if fake.ca_file else ()
+        argv = mitmdump_argv(workdir, [(fake.base_url, openai_port), (fake.base_url, anthropic_port)], *trust, *options)
+        env = clean_env(config.home) | {f"QUOTAGATE_{name.upper()}": value for name, value in settings.items()}
         mitmdump = stack.enter_context(running_process(argv, env=env, log_path=workdir / "mitmdump.log"))
-        mitmdump.wait_for(READY_LINE)
-        yield AddonStack(settings, fake, mitmdump, openai_port, anthropic_port, credentials)
+        if quiet:
+            mitmdump.wait_listening(openai_port, anthropic_port)
+        else:
+            mitmdump.wait_for(READY_LINE)
+        yield AddonStack(config, fake, mitmdump, openai_port, anthropic_port, credentials)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import anthropic
 import httpx
 import openai
 import pytest
 
-from tests.addons.mitmdump import AddonStack
-from tests.support.envoy import PROVIDER_KEYS
+from addons.quotagate_gateway import LAZY_NEEDED
+from tests.addons.mitmdump import AddonStack, clean_env, mitmdump_argv, running_process
+from tests.support.envoy import PROVIDER_KEYS, free_port
 
 PROMPT = [{"role": "user", "content": "Say something about gateways."}]
 
@@ -157,3 +159,23 @@ def test_a_client_that_hangs_up_mid_stream_is_charged_for_what_was_generated(gw:
     assert event.error is not None
     assert event.usage_source == "estimated"
     assert 0 < event.output_tokens < 40
+
+
+def test_a_refused_request_opens_no_upstream_connection(gw: AddonStack) -> None:
+    """Counted in TCP accepts at the provider, not HTTP requests: mitmproxy connects lazily, after the decision."""
+    gw.fake.clear_connections()
+    with pytest.raises(openai.AuthenticationError):
+        gw.openai("demo-key.not-the-secret-at-all-000000").chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
+    with pytest.raises(openai.PermissionDeniedError):
+        gw.openai(gw.credentials["mini-only-key"]).chat.completions.create(model="gpt-5.4", messages=PROMPT)
+    assert gw.fake.connections()["accepted"] == 0
+    gw.openai().chat.completions.create(model="gpt-4o-mini", messages=PROMPT)  # the count sees the addon's
+    assert gw.fake.connections()["accepted"] == 1
+
+
+@pytest.mark.parametrize("strategy", [None, "eager"])  # None: the flag forgotten, mitmproxy's default (eager)
+def test_mitmdump_refuses_to_run_with_eager_connections(tmp_path: Path, strategy: str | None) -> None:
+    argv = mitmdump_argv(tmp_path, [("http://127.0.0.1:9", free_port())], connection_strategy=strategy)
+    with running_process(argv, env=clean_env(tmp_path / "home"), log_path=tmp_path / "mitmdump.log") as mitmdump:
+        assert mitmdump.process.wait(timeout=60) != 0
+    assert LAZY_NEEDED in mitmdump.log()

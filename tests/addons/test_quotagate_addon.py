@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,13 +10,15 @@ from typing import Any
 
 import orjson
 import pytest
-from mitmproxy import exceptions, flow, hooks, http
-from mitmproxy.test import taddons
+from mitmproxy import connection, exceptions, flow, hooks, http
+from mitmproxy.proxy import server_hooks
+from mitmproxy.test import taddons, tflow
 
-from addons.quotagate_flows import passthrough
-from addons.quotagate_gateway import QuotagateAddon
+from addons.quotagate_flows import UNROUTED, passthrough
+from addons.quotagate_gateway import LAZY_NEEDED, QuotagateAddon
 from addons.quotagate_report import DENIED_MARK, ESTIMATED_MARK
 from quotagate.gateway.outcome import CheckInput, Deny, Outcome
+from quotagate.snapshot import Snapshot, UpstreamView
 from quotagate.store.tables import UsageEvent
 from tests.addons.conftest import (
     ANTHROPIC_KEY,
@@ -27,6 +28,7 @@ from tests.addons.conftest import (
     configure_all,
     demo_manifest,
     gateway_flow,
+    proxy_options,
     start_gateway,
     upstream_response,
     write,
@@ -107,7 +109,7 @@ def test_an_invalid_manifest_reports_each_problem(tmp_path: Path) -> None:
 
 async def test_the_manifest_option_is_applied_on_start_and_on_change(provider_env: None, tmp_path: Path) -> None:
     addon = QuotagateAddon()
-    with taddons.context(addon) as ctx:
+    with taddons.context(addon, options=proxy_options()) as ctx:
         ctx.configure(addon, quotagate_manifest=write(tmp_path, "m.yaml", demo_manifest()))
         await addon.running()
         try:
@@ -123,6 +125,32 @@ async def test_the_manifest_option_is_applied_on_start_and_on_change(provider_en
                 ctx.configure(addon, quotagate_database_url=f"sqlite:///{tmp_path / 'other.db'}")
         finally:
             await addon.done()
+
+
+def test_mitmproxys_eager_connections_are_refused_with_a_clear_message() -> None:
+    addon = QuotagateAddon()
+    eager = taddons.context(addon, options=proxy_options("eager"))
+    with eager as ctx, pytest.raises(exceptions.OptionsError, match=re.escape(LAZY_NEEDED)):
+        configure_all(ctx, addon)  # what `mitmdump -s` without --set connection_strategy=lazy does
+    with taddons.context(addon, options=proxy_options()) as ctx:
+        configure_all(ctx, addon)
+        with pytest.raises(exceptions.OptionsError, match="connection_strategy=lazy"):
+            ctx.configure(addon, connection_strategy="eager")  # e.g. in mitmweb's options, while running
+        assert ctx.options.connection_strategy == "lazy"  # mitmproxy rolled the change back
+
+
+async def test_the_gateway_does_not_start_under_eager_connections(
+    provider_env: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mitmweb keeps running after a configure error: the addon must then refuse every request itself."""
+    addon = QuotagateAddon()
+    with taddons.context(addon, options=proxy_options("eager")):
+        await addon.running()
+        assert addon._runtime is None
+        assert LAZY_NEEDED in caplog.text
+        f = gateway_flow("demo-key.secretsecretsecretsecret")
+        await addon.request(f)
+        assert f.response is not None and f.response.status_code == 503
 
 
 # -- request side
@@ -226,14 +254,65 @@ async def test_an_internal_error_answers_503_and_never_goes_upstream(gw: Gateway
 
 
 async def test_an_error_after_admission_returns_the_reservation(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    snapshot = gw.runtime.config.snapshot
-    monkeypatch.setattr(gw.runtime.config, "snapshot", type(snapshot)(**{**snapshot.__dict__, "upstreams": {}}))
+    def broken(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("addons.quotagate_gateway.apply_allow", broken)
     f = await gw.send(gateway_flow(gw.credential))
     assert f.response is not None and f.response.status_code == 503
     assert not gw.addon._open
     (event,) = events(gw).values()
     assert event.error == "the gateway failed before dispatch"
     assert event.cost_nanos == 0
+
+
+async def test_an_upstream_without_a_route_is_envoys_404_and_is_metered(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot = gw.runtime.config.snapshot
+    monkeypatch.setattr(gw.runtime.config, "snapshot", type(snapshot)(**{**snapshot.__dict__, "upstreams": {}}))
+    f = await gw.send(gateway_flow(gw.credential, {**CHAT, "stream": True}))
+    assert f.response is not None and f.response.status_code == 404
+    assert json.loads(f.response.content or b"") == {
+        "error": {"code": "direct_response", "message": UNROUTED, "param": None, "type": "api_error"}
+    }
+    gw.addon.responseheaders(f)  # mitmproxy runs both for a response the request hook set
+    assert not callable(f.response.stream)  # our own whole body: never streamed
+    await gw.addon.response(f)
+    assert f.response.headers["x-ratelimit-limit-requests"] == "600"  # as Envoy adds Check's headers to it
+    assert not gw.addon._open
+    (event,) = events(gw).values()
+    assert (event.status, event.decision, event.cost_nanos) == (404, "allowed", 0)
+    assert UNROUTED in (event.error or "")
+
+
+def _tls_snapshot(gw: Gateway, **upstreams: tuple[str, int, str | None]) -> Snapshot:
+    snapshot = gw.runtime.config.snapshot
+    views = {
+        name: UpstreamView(name=name, host=host, port=port, tls=True, ssl_name=ssl_name, keepalive=None)
+        for name, (host, port, ssl_name) in upstreams.items()
+    }
+    return type(snapshot)(**{**snapshot.__dict__, "upstreams": {**snapshot.upstreams, **views}})
+
+
+async def test_upstream_tls_names_the_ssl_name_in_sni_and_fails_closed_when_ambiguous(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot = _tls_snapshot(gw, a=("10.0.0.1", 443, "api.openai.com"), b=("10.0.0.2", 443, None))
+    monkeypatch.setattr(gw.runtime.config, "snapshot", snapshot)
+    for address, sni in ((("10.0.0.1", 443), "api.openai.com"), (("10.0.0.2", 443), "10.0.0.2")):
+        server = connection.Server(address=address)
+        gw.addon.server_connect(server_hooks.ServerConnectionHookData(server, tflow.tclient_conn()))
+        assert (server.sni, server.error) == (sni, None)
+    plain = connection.Server(address=("127.0.0.1", 18080))  # the demo's plain-HTTP upstream: left alone
+    gw.addon.server_connect(server_hooks.ServerConnectionHookData(plain, tflow.tclient_conn()))
+    assert plain.sni is None
+
+    two = _tls_snapshot(gw, a=("10.0.0.1", 443, "api.openai.com"), c=("10.0.0.1", 443, "other.example"))
+    monkeypatch.setattr(gw.runtime.config, "snapshot", two)
+    server = connection.Server(address=("10.0.0.1", 443))
+    gw.addon.server_connect(server_hooks.ServerConnectionHookData(server, tflow.tclient_conn()))
+    assert server.error is not None and "give them one ssl_name" in server.error
 
 
 async def test_requests_before_the_runtime_started_get_503(provider_env: None) -> None:
@@ -326,10 +405,9 @@ def test_the_stream_callable_never_raises() -> None:
     assert stream(b"") == b""
 
 
-async def test_open_exchanges_are_settled_on_shutdown_and_a_summary_is_logged(
-    provider_env: None, caplog: pytest.LogCaptureFixture
+async def test_open_exchanges_are_settled_on_shutdown_and_a_summary_is_printed(
+    provider_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    caplog.set_level(logging.INFO)
     gateways: AsyncIterator[Gateway] = start_gateway(demo_manifest())
     gw = await anext(gateways)
     f = await gw.send(gateway_flow(gw.credential, {**CHAT, "stream": True}))
@@ -338,15 +416,15 @@ async def test_open_exchanges_are_settled_on_shutdown_and_a_summary_is_logged(
     with pytest.raises(StopAsyncIteration):
         await anext(gateways)  # runs done()
     assert not gw.addon._open
-    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Quotagate session")]
-    assert summary and "1 request(s) metered, 1 denied" in summary[0]
-    assert "demo-key" in summary[0] and "missing_credential x1" in summary[0]
+    summary = capsys.readouterr().err  # stderr: shown whatever mitmproxy's log verbosity
+    assert "Quotagate session: 1 request(s) metered, 1 denied" in summary
+    assert "demo-key" in summary and "missing_credential x1" in summary
 
 
 async def test_running_and_done_work_when_mitmproxy_calls_them_synchronously(provider_env: None) -> None:
     """`mitmdump -s` reloads call these hooks without awaiting them: they must not be coroutine functions."""
     addon = QuotagateAddon()
-    with taddons.context(addon) as ctx:
+    with taddons.context(addon, options=proxy_options()) as ctx:
         configure_all(ctx, addon)
         ctx.master.addons.invoke_addon_sync(addon, hooks.RunningHook())
         await addon._started()

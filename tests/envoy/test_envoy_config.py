@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ext_authz import http_contract as contract
 from ext_authz.envoy_config import RenderOptions, render_envoy_config, snapshot_from_manifest
 from quotagate.cli.main import main
 from quotagate.manifest.load import load_file
@@ -103,6 +104,34 @@ def test_check_fails_closed_with_a_503_after_a_realistic_timeout_and_sees_the_wh
     assert authz["grpc_service"]["timeout"] == "3s"
     listener = _render()["static_resources"]["listeners"][0]
     assert listener["per_connection_buffer_limit_bytes"] > 8 * 1024 * 1024
+
+
+def test_check_over_http_validates_fails_closed_and_passes_only_the_contract_headers(tmp_path: Path) -> None:
+    config = _render(check_endpoints=("127.0.0.1:50061",), http_side=("127.0.0.1", 8080))
+    authz = _filters(config)["envoy.filters.http.ext_authz"]
+    assert "grpc_service" not in authz
+    assert authz.get("failure_mode_allow", False) is False
+    assert authz["status_on_error"] == {"code": "ServiceUnavailable"}
+    assert authz["with_request_body"]["max_request_bytes"] == 8 * 1024 * 1024 + 1
+    assert authz["with_request_body"].get("pack_as_bytes", False) is False
+    service = authz["http_service"]
+    assert service["server_uri"]["cluster"] == "quotagate_check"
+    assert service["server_uri"]["timeout"] == "3s"
+    assert service["path_prefix"] == contract.PATH_PREFIX
+    # Envoy, not the client, says where the request came from (IP allowlists read it).
+    [added] = service["authorization_request"]["headers_to_add"]
+    assert added == {"key": contract.CLIENT_IP_HEADER, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}
+    upstream = [p["exact"] for p in service["authorization_response"]["allowed_upstream_headers"]["patterns"]]
+    assert sorted(upstream) == sorted(contract.UPSTREAM_HEADERS)
+    check = _clusters(config)["quotagate_check"]
+    assert check["health_checks"][0]["http_health_check"]["path"] == contract.HEALTH_PATH
+    # The metering stream still goes over gRPC.
+    assert "quotagate_grpc_metering" in _clusters(config)
+    # A 5xx refusal travels as 403 + its status in metadata: a local reply mapper puts the status back.
+    mappers = _hcm(config)["local_reply_config"]["mappers"]
+    restored = sorted(m["status_code"] for m in mappers if "status_code" in m and m["status_code"] >= 500)
+    assert restored == sorted(contract.OVERRIDDEN_STATUSES)
+    _assert_valid(config, tmp_path)
 
 
 def test_metering_observes_without_waiting_and_never_blocks() -> None:

@@ -1,4 +1,6 @@
-"""End to end through the real Envoy: the official SDKs -> Envoy -> Check / metering -> the fake provider."""
+"""End to end through the real Envoy: the official SDKs -> Envoy -> Check / metering -> the fake provider.
+
+Every test runs twice: Check over gRPC and Check over HTTP must be indistinguishable to clients and providers."""
 
 from __future__ import annotations
 
@@ -47,9 +49,11 @@ def _extra_keys(doc: dict[str, Any]) -> None:
     ]
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
-    with running_stack(tmp_path_factory.mktemp("front-door"), edit=_extra_keys) as stack:
+@pytest.fixture(scope="module", params=["grpc-check", "http-check"])
+def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
+    """Every case over both Check transports: gRPC (the default) and HTTP (`quotagate up --check-port`)."""
+    over_http = request.param == "http-check"
+    with running_stack(tmp_path_factory.mktemp("front-door"), edit=_extra_keys, check_over_http=over_http) as stack:
         yield stack
 
 

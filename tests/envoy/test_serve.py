@@ -1,14 +1,23 @@
-"""`quotagate serve` as a process behind the real Envoy: graceful shutdown, and failing closed once it is gone."""
+"""`quotagate serve` as a process behind the real Envoy: graceful shutdown, failing closed once it is gone, and
+`--workers N` supervising N processes that share one limit."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
+import httpx
 import openai
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -28,6 +37,8 @@ from tests.support.envoy import (
     stack_manifest,
     stored_snapshot,
 )
+from tests.support.pg import PgDatabases
+from tests.support.scaled import free_ports_in_a_row, shared_backends
 
 pytestmark = pytest.mark.envoy
 PROMPT = [{"role": "user", "content": "Count slowly."}]
@@ -93,3 +104,169 @@ def test_serve_refuses_a_busy_address(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert f"quotagate: error: cannot listen on {first.grpc_address}" in result.stderr
+
+
+# -- `serve --workers N`: a supervisor of N processes on PostgreSQL + Redis
+
+
+@dataclass
+class Supervised:
+    """`quotagate serve --workers N` running: its stdout (the workers' lines) and stderr (its own) in files."""
+
+    process: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    def text(self) -> str:
+        return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, count: int = 1, timeout_s: float = 60.0) -> list[re.Match[str]]:
+        deadline = time.monotonic() + timeout_s
+        while len(found := list(re.finditer(pattern, self.text()))) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pattern!r} x{count} not seen (exit {self.process.poll()}):\n{self.text()}")
+            time.sleep(0.05)
+        return found
+
+    def worker_pid(self, index: int) -> int:
+        return int(self.wait_for(rf"worker {index} started \(pid (\d+)\)")[-1].group(1))
+
+
+@contextmanager
+def supervising(workdir: Path, env: dict[str, str], *args: str) -> Iterator[Supervised]:
+    out, err = workdir / "serve.out", workdir / "serve.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "quotagate", "serve", "--grace", "5", *args], stdout=stdout, stderr=stderr, env=env
+        )
+    try:
+        yield Supervised(process, out, err)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _rpm_limit(limit: int) -> Callable[[dict[str, Any]], None]:
+    def edit(doc: dict[str, Any]) -> None:
+        doc["organizations"][0]["quotas"].append({"scope_type": "key", "key_id": "demo-key", "rpm_limit": limit})
+
+    return edit
+
+
+def _decisions(http: str) -> int:
+    found = re.search(r"^quotagate_decision_seconds_count (\S+)$", httpx.get(f"http://{http}/metrics").text, re.M)
+    return int(float(found.group(1))) if found else 0
+
+
+def _ready(http: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"http://{http}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{http} was never ready")
+        time.sleep(0.05)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _statuses(url: str, credential: str, count: int) -> list[int]:
+    """`count` chat requests, each on a connection of its own (Envoy balances per request over its gRPC pool)."""
+    body = {"model": "gpt-4o-mini", "messages": PROMPT}
+    headers = {"authorization": f"Bearer {credential}"}
+    return [httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers).status_code for _ in range(count)]
+
+
+def _same_minute_ahead(seconds: float) -> None:
+    """Wait out a minute boundary closer than `seconds`: an RPM window must hold the whole exchange."""
+    left = 60 - time.time() % 60
+    if left < seconds:
+        time.sleep(left + 0.1)
+
+
+@pytest.mark.postgres
+def test_two_workers_share_one_limit_a_dead_one_is_restarted_and_sigterm_stops_both(
+    tmp_path: Path, pg_databases: PgDatabases
+) -> None:
+    with running_fake_provider() as fake, shared_backends(tmp_path, pg_databases) as shared:
+        manifest = stack_manifest(fake.base_url.removeprefix("http://"), edit=_rpm_limit(3))
+        credential = prepare_home(shared.settings, manifest, "demo-key")
+        grpc, http = free_ports_in_a_row(2), free_ports_in_a_row(2)
+        with supervising(
+            tmp_path, shared.env, "--grpc", f"127.0.0.1:{grpc}", "--http", f"127.0.0.1:{http}", "--workers", "2"
+        ) as serve:
+            serve.wait_for("gRPC listening on", count=2)
+            https = [f"127.0.0.1:{http + i}" for i in range(2)]
+            for address in https:
+                _ready(address)
+            listen, admin = free_port(), free_port()
+            options = RenderOptions(
+                listen=("127.0.0.1", listen),
+                grpc_endpoints=(f"127.0.0.1:{grpc}", f"127.0.0.1:{grpc + 1}"),
+                admin_port=admin,
+            )
+            config = render_envoy_config(stored_snapshot(shared.settings), options)
+            with running_envoy(config, workdir=tmp_path / "envoy", listen_port=listen, admin_port=admin) as envoy:
+                _same_minute_ahead(10)
+                statuses = _statuses(envoy.url, credential, 6)
+                assert sorted(statuses) == [200, 200, 200, 429, 429, 429], statuses  # one limit for both
+                assert all(_decisions(address) > 0 for address in https), "Envoy used both workers"
+
+                first = serve.worker_pid(1)
+                os.kill(first, signal.SIGKILL)
+                serve.wait_for(rf"worker 1 \(pid {first}\) exited with code -9; restarting it in")
+                serve.wait_for(r"worker 1 started", count=2)
+                _ready(https[1])
+                assert serve.worker_pid(1) != first
+                deadline = time.monotonic() + 30  # until Envoy's health check takes the new process back
+                while _decisions(https[1]) == 0:
+                    assert time.monotonic() < deadline, "the restarted worker never decided"
+                    assert set(_statuses(envoy.url, credential, 2)) <= {200, 429}
+
+            pids = [serve.worker_pid(i) for i in range(2)]
+            serve.process.send_signal(signal.SIGTERM)
+            assert serve.process.wait(timeout=40) == 0, serve.text()
+            assert all(_gone(pid) for pid in pids)
+            assert serve.text().count("quotagate serve: stopped") == 2
+
+
+@pytest.mark.postgres
+def test_a_worker_that_cannot_start_stops_the_others_and_the_supervisor_fails(
+    tmp_path: Path, pg_databases: PgDatabases
+) -> None:
+    with shared_backends(tmp_path, pg_databases) as shared, socket.socket() as busy:
+        prepare_home(shared.settings, stack_manifest("127.0.0.1:9"), "demo-key")
+        grpc = free_ports_in_a_row(2)
+        busy.bind(("127.0.0.1", grpc + 1))  # worker 1's port
+        busy.listen()
+        with supervising(tmp_path, shared.env, "--grpc", f"127.0.0.1:{grpc}", "--workers", "2") as serve:
+            assert serve.process.wait(timeout=60) == 1, serve.text()
+            first = serve.worker_pid(0)
+        assert "worker 1 exited with code 1 before it was listening; stopping every worker" in serve.text()
+        assert _gone(first)
+
+
+def test_workers_on_the_embedded_backends_are_refused_in_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUOTAGATE_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "quotagate", "serve", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        env={**env, "QUOTAGATE_HOME": str(tmp_path / "home")},
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "quotagate: error: --workers > 1 needs shared backends: set QUOTAGATE_REDIS_URL (counters) and a PostgreSQL "
+        "QUOTAGATE_DATABASE_URL (config, usage, ledger); the embedded SQLite + in-process counters serve one process"
+    ]

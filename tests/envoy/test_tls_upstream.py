@@ -33,6 +33,9 @@ def test_tls_upstream_with_sni_serves_and_meters(tmp_path: Path) -> None:
         stats = gw.envoy.stats("cluster.upstream_openai_local.ssl")
         assert stats.get("cluster.upstream_openai_local.ssl.handshake", 0) >= 1
         assert stats.get("cluster.upstream_openai_local.ssl.fail_verify_san", 0) == 0
+        # Envoy dials 127.0.0.1 and names the manifest's ssl_name in every handshake's SNI.
+        names = gw.fake.connections()["tls_server_names"]
+        assert names and set(names) == {"localhost"}
 
 
 def test_a_wrong_ssl_name_fails_closed(tmp_path: Path) -> None:
@@ -43,3 +46,5 @@ def test_a_wrong_ssl_name_fails_closed(tmp_path: Path) -> None:
         assert gw.fake.requests() == []
         stats = gw.envoy.stats("cluster.upstream_openai_local.ssl")
         assert stats.get("cluster.upstream_openai_local.ssl.fail_verify_san", 0) >= 1
+        names = gw.fake.connections()["tls_server_names"]
+        assert names and set(names) == {"api.openai.com"}  # the name asked for is the name checked

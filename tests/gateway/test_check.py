@@ -69,6 +69,62 @@ async def test_missing_and_wrong_credentials_are_401_and_indistinguishable(gw: t
 
 
 @pytest.mark.parametrize(
+    "headers",
+    [
+        {"authorization": "Bearer garbage"},
+        {"authorization": "Bearer nodot-but-long-enough-secret"},
+        {"authorization": "Bearer"},
+        {"authorization": "Basic ZGVtbzpzZWNyZXQ="},
+        {"x-api-key": "garbage"},
+        {"x-api-token": "demo-key.short"},
+    ],
+)
+async def test_a_malformed_credential_is_invalid_not_missing(
+    gw: tuple[GatewayRuntime, str], headers: dict[str, str]
+) -> None:
+    rt, cred = gw
+    malformed = await rt.gatekeeper.check(chat_request(None, **headers))
+    wrong = await rt.gatekeeper.check(chat_request(cred[:-2] + "xx"))
+    assert isinstance(malformed, Deny) and isinstance(wrong, Deny)
+    assert (malformed.status, malformed.reason) == (401, "invalid_credential")
+    assert body_of(malformed) == body_of(wrong)  # malformed, unknown and wrong secret look the same
+
+
+@pytest.mark.parametrize("header", ["x-api-key", "x-api-token"])
+async def test_a_non_bearer_authorization_does_not_hide_the_gateway_key(
+    gw: tuple[GatewayRuntime, str], header: str
+) -> None:
+    rt, cred = gw
+    out = await rt.gatekeeper.check(chat_request(cred, header=header, authorization="Basic ZGVtbzpzZWNyZXQ="))
+    assert isinstance(out, Allow) and out.ticket.key_id == "demo-key"
+    # The Basic header is a credential header too: overwritten with the provider key, never forwarded.
+    assert dict(out.set_headers)["authorization"] == f"Bearer {PROVIDER_KEY}"
+    assert header in out.remove_headers
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "served_by"),
+    [
+        ("/v1/messages", "openai/gpt-4o-mini", "anthropic"),
+        ("/v1/chat/completions", "anthropic/claude-sonnet-4-6", "openai"),
+        ("/v1/embeddings", "anthropic/claude-haiku-4-5", "openai"),
+    ],
+)
+async def test_a_provider_prefix_the_endpoint_does_not_serve_is_404_and_reserves_nothing(
+    gw: tuple[GatewayRuntime, str], path: str, model: str, served_by: str
+) -> None:
+    rt, cred = gw
+    body = {"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], "input": "hi"}
+    out = await rt.gatekeeper.check(chat_request(cred, body, path=path))
+    assert isinstance(out, Deny) and (out.status, out.reason) == (404, "model_not_found")
+    message = body_of(out)["error"]["message"]
+    assert f"'{model}' belongs to {model.split('/')[0]}" in message and f"serves {served_by} models only" in message
+    # Nothing was counted: the next request sees the whole project window (600 RPM) minus itself.
+    allowed = await rt.gatekeeper.check(chat_request(cred))
+    assert isinstance(allowed, Allow) and allowed.ticket.remaining_requests == 599
+
+
+@pytest.mark.parametrize(
     ("body", "status", "code"),
     [
         (b"{not json", 400, "invalid_request"),

@@ -1,18 +1,33 @@
-"""Limits as Check applies them: per-model TPM, monitor mode, and provider-key rotation without restart."""
+"""Limits as Check applies them: per-model TPM, requests that never fit, monitor mode, fail-open routes, and
+provider-key rotation without restart."""
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 
 import orjson
 import pytest
+from sqlalchemy import select
 
 from quotagate.apis import Provider
 from quotagate.app import open_app
+from quotagate.errors import ConfigError
 from quotagate.gateway.outcome import Allow, Deny
+from quotagate.manifest.load import load_text
+from quotagate.metrics import REGISTRY
 from quotagate.store.credentials_repo import set_provider_key
-from tests.support.gateway import apply_manifest, chat_request, edit_manifest, issue_key, manifest_text, running_runtime
+from quotagate.store.tables import UsageEvent
+from tests.support.gateway import (
+    SEED_LOG_FIELDS,
+    apply_manifest,
+    chat_request,
+    edit_manifest,
+    issue_key,
+    manifest_text,
+    running_runtime,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -30,39 +45,136 @@ def _add_quota(**quota: object) -> str:
 
 async def test_a_per_model_tpm_limit_applies_to_that_model_only() -> None:
     # gpt-5.4 gets 1,500 tokens/min; each request reserves its prompt estimate (~8) + max_tokens 1,000.
-    text = _add_quota(tpm_limit=1500, model_allowlist=["gpt-5.4"], quota_id="gpt54-tpm")
-    # The scope's allowlists are a union: the other models stay allowed, with their own quota.
+    apply_manifest(_add_quota(tpm_limit=1500, applies_to_models=["gpt-5.4"], quota_id="gpt54-tpm"))
+    cred = issue_key("demo-key")
+    body = {"model": "gpt-5.4", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]}
+    async with running_runtime() as rt:
+        first = await rt.gatekeeper.check(chat_request(cred, body))
+        second = await rt.gatekeeper.check(chat_request(cred, body))
+        # Three times the gpt-5.4 limit of another model: neither limited nor refused by that quota.
+        others = [await rt.gatekeeper.check(chat_request(cred, {**body, "model": "gpt-5.4-mini"})) for _ in range(3)]
+    assert isinstance(first, Allow)
+    assert isinstance(second, Deny) and second.reason == "rate_limit_tpm"
+    headers = dict(second.headers)
+    assert headers["x-ratelimit-limit-tokens"] == "1500"
+    assert headers["x-quotagate-limit-scope"] == "project:proj-demo"
+    assert 1 <= int(headers["retry-after"]) <= 60
+    assert all(isinstance(o, Allow) for o in others)
+    # Their headroom is the project's own 2,000,000 TPM limit, not the gpt-5.4 one.
+    assert all(("x-ratelimit-limit-tokens", "2000000") in o.response_headers for o in others if isinstance(o, Allow))
+
+
+async def test_a_model_allowlist_still_restricts_the_scope_to_its_models() -> None:
+    apply_manifest(_add_quota(tpm_limit=1500, model_allowlist=["gpt-5.4"], quota_id="gpt54-only"))
+    cred = issue_key("demo-key")
+    body = {"model": "gpt-5.4-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    async with running_runtime() as rt:
+        other = await rt.gatekeeper.check(chat_request(cred, body))
+        listed = await rt.gatekeeper.check(chat_request(cred, {**body, "model": "gpt-5.4"}))
+    assert isinstance(other, Deny) and (other.status, other.reason) == (403, "model_not_allowed")
+    assert isinstance(listed, Allow)
+
+
+def test_a_quota_takes_an_allowlist_or_applies_to_models_not_both() -> None:
+    text = _add_quota(tpm_limit=1500, model_allowlist=["gpt-5.4"], applies_to_models=["gpt-5.4"])
+    with pytest.raises(ConfigError, match="model_allowlist and applies_to_models are exclusive"):
+        load_text(text)
+    with pytest.raises(ConfigError, match=r"applies_to_models\[0\].*no rate"):
+        load_text(_add_quota(tpm_limit=1500, applies_to_models=["gpt-9"]))
+    with pytest.raises(ConfigError, match="a quota needs one of"):
+        load_text(_add_quota(applies_to_models=["gpt-5.4"]))  # selects models, limits nothing
+
+
+async def test_two_per_model_quotas_of_one_scope_need_no_quota_id() -> None:
+    text = _add_quota(tpm_limit=1500, applies_to_models=["gpt-5.4"])
     text = edit_manifest(
         text,
         lambda d: d["organizations"][0]["quotas"].append(
             {
                 "scope_type": "project",
                 "project_id": "proj-demo",
-                "rpm_limit": 1000,
-                "quota_id": "others",
-                "model_allowlist": [
-                    "gpt-4o-mini",
-                    "gpt-5.4-mini",
-                    "text-embedding-3-small",
-                    "claude-haiku-4-5",
-                    "claude-sonnet-4-6",
-                ],
+                "tpm_limit": 3000,
+                "applies_to_models": ["gpt-5.4-mini"],
             }
         ),
     )
     apply_manifest(text)
     cred = issue_key("demo-key")
-    body = {"model": "gpt-5.4", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]}
+    body = {"max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]}
     async with running_runtime() as rt:
-        first = await rt.gatekeeper.check(chat_request(cred, body))
-        second = await rt.gatekeeper.check(chat_request(cred, body))
-        other = await rt.gatekeeper.check(chat_request(cred, {**body, "model": "gpt-4o-mini"}))
-    assert isinstance(first, Allow)
-    assert isinstance(second, Deny) and second.reason == "rate_limit_tpm"
-    headers = dict(second.headers)
-    assert headers["x-ratelimit-limit-tokens"] == "1500"
-    assert 1 <= int(headers["retry-after"]) <= 60
-    assert isinstance(other, Allow)  # the gpt-5.4 quota does not apply to gpt-4o-mini
+        big = [await rt.gatekeeper.check(chat_request(cred, {**body, "model": "gpt-5.4"})) for _ in range(2)]
+        mini = [await rt.gatekeeper.check(chat_request(cred, {**body, "model": "gpt-5.4-mini"})) for _ in range(3)]
+    assert [type(o) for o in big] == [Allow, Deny]
+    assert [type(o) for o in mini] == [Allow, Allow, Deny]
+
+
+async def test_a_request_that_can_never_fit_the_tpm_limit_is_told_not_to_retry() -> None:
+    apply_manifest(_add_quota(tpm_limit=1500, applies_to_models=["gpt-5.4"], quota_id="gpt54-tpm"))
+    cred = issue_key("demo-key")
+    prompt = [{"role": "user", "content": "hi"}]
+    async with running_runtime() as rt:
+        too_big = await rt.gatekeeper.check(
+            chat_request(cred, {"model": "gpt-5.4", "max_tokens": 2000, "messages": prompt})
+        )
+        # No max_tokens: gpt-5.4 has no cap in the rate card, so default_max_output_tokens (4096) is counted.
+        no_cap = await rt.gatekeeper.check(chat_request(cred, {"model": "gpt-5.4", "messages": prompt}))
+        fits = await rt.gatekeeper.check(
+            chat_request(cred, {"model": "gpt-5.4", "max_tokens": 1400, "messages": prompt})
+        )
+    for denied in (too_big, no_cap):
+        assert isinstance(denied, Deny) and (denied.status, denied.reason) == (429, "request_exceeds_tpm")
+        headers = dict(denied.headers)
+        assert headers["x-should-retry"] == "false" and "retry-after" not in headers
+        assert headers["x-ratelimit-limit-tokens"] == "1500"
+        message = json.loads(denied.body)["error"]["message"]
+        assert "more than the limit of 1500 tokens per minute for project demo-app" in message
+        assert "never be admitted" in message
+    assert isinstance(no_cap, Deny) and "default cap" in json.loads(no_cap.body)["error"]["message"]
+    assert "+ max output 4096" in json.loads(no_cap.body)["error"]["message"]
+    # Nothing was reserved by the refusals: the whole window is still free for a request that fits.
+    assert isinstance(fits, Allow)
+
+
+@pytest.mark.parametrize("fail_closed", [True, False])
+async def test_a_route_may_admit_unlimited_while_the_counter_backend_is_down(fail_closed: bool) -> None:
+    text = edit_manifest(
+        manifest_text(),
+        lambda d: d["deployment"]["gateway"]["routes"][0].update(auth_fail_closed=fail_closed),
+    )
+    apply_manifest(text)
+    cred = issue_key("demo-key")
+    admitted_before = REGISTRY.get_sample_value("quotagate_admitted_without_limits_total") or 0
+    # A real Redis client pointed at a port nothing listens on: every reserve raises BackendUnavailable.
+    async with running_runtime(redis_url=f"redis://127.0.0.1:{_closed_port()}/0", redis_timeout_ms=200) as rt:
+        out = await rt.gatekeeper.check(chat_request(cred))
+        if isinstance(out, Allow):
+            meter = rt.meter(out.ticket)
+            meter.response_headers(200, "application/json")
+            meter.chunk(orjson.dumps({"usage": {"prompt_tokens": 3, "completion_tokens": 2}, "model": "gpt-4o-mini"}))
+            await meter.finish()
+        rt.writer.flush()
+        with rt.app.db.read() as session:
+            (event,) = session.scalars(select(UsageEvent)).all()
+    admitted = (REGISTRY.get_sample_value("quotagate_admitted_without_limits_total") or 0) - admitted_before
+    if fail_closed:
+        assert isinstance(out, Deny) and (out.status, out.reason) == (503, "limits_unavailable")
+        assert (event.decision, event.deny_reason) == ("denied", "limits_unavailable")
+        assert admitted == 0
+    else:
+        assert isinstance(out, Allow)
+        assert out.ticket.reservation_id == "" and out.ticket.reserved_nanos == 0
+        assert out.ticket.tags["limits"] == "unavailable"
+        assert not any(name.startswith("x-ratelimit") for name, _ in out.response_headers)
+        assert (event.decision, event.status, event.tags["limits"]) == ("allowed", 200, "unavailable")
+        assert event.cost_nanos > 0  # still metered and priced
+        assert admitted == 1
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port  # closed when the socket is: connections to it are refused
 
 
 async def test_monitor_mode_never_denies_but_records() -> None:
@@ -115,24 +227,7 @@ async def test_the_access_log_line_has_the_seed_fields(caplog: pytest.LogCapture
         await meter.finish()
         await rt.gatekeeper.check(chat_request(cred, {"model": "nope", "messages": []}))
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "quotagate.access"]
-    seed_fields = {
-        "time",
-        "org",
-        "project",
-        "client",
-        "gateway_key_id",
-        "provider",
-        "model",
-        "rate_limit_reason",
-        "request_remaining",
-        "token_remaining",
-        "input_cost",
-        "output_cost",
-        "total_cost",
-        "cost_status",
-        "status",
-        "request_time",
-    }
+    seed_fields = set(SEED_LOG_FIELDS)
     assert all(seed_fields <= line.keys() for line in lines)
     allowed, denied = lines
     assert (allowed["gateway_key_id"], allowed["model"], allowed["status"]) == ("demo-key", "gpt-4o-mini", "200")

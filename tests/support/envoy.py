@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import os
 import signal
@@ -219,13 +220,20 @@ def stack_manifest(
 
 
 class _ServerThread:
-    """`ext_authz.server.serve` over a GatewayRuntime, on an event loop in a thread of the test process."""
+    """`ext_authz.server.serve` over a GatewayRuntime, on an event loop in a thread of the test process.
 
-    def __init__(self, settings: Settings) -> None:
+    gRPC (Check, metering, health) and, when `check`, Check over HTTP (what `quotagate up` runs); when `http`,
+    the admin/portal HTTP API too (`http_url`)."""
+
+    def __init__(self, settings: Settings, *, check: bool = False, http: bool = False) -> None:
         self._settings = settings
+        self._http = http
+        self.http_url: str | None = None
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
         self._bound: concurrent.futures.Future[str] = concurrent.futures.Future()
+        self._check = check
+        self.check_address: str | None = None
         self.runtime: GatewayRuntime | None = None
         self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),), daemon=True)
 
@@ -240,10 +248,32 @@ class _ServerThread:
         except BaseException as exc:
             self._bound.set_exception(exc)
             raise
+        http_side: asyncio.Task[None] | None = None
+        if self._http:
+            from quotagate.http.app import build_http_app, serve_http
+
+            port = free_port()
+            self.http_url = f"http://127.0.0.1:{port}"
+            http_side = asyncio.create_task(serve_http(build_http_app(self.runtime), "127.0.0.1", port))
         try:
-            await serve(self.runtime, "127.0.0.1:0", stop=self._stop, grace_s=2, on_ready=self._bound.set_result)
+            await serve(
+                self.runtime,
+                "127.0.0.1:0",
+                stop=self._stop,
+                grace_s=2,
+                on_ready=self._bound.set_result,
+                check_addr="127.0.0.1:0" if self._check else None,
+                on_check_ready=self._check_bound,
+            )
         finally:
+            if http_side is not None:
+                http_side.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await http_side
             await self.runtime.stop()
+
+    def _check_bound(self, address: str) -> None:
+        self.check_address = address
 
     def call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
@@ -342,18 +372,21 @@ class ServeProcess:
     grpc_address: str
     process: subprocess.Popen[str]
     log_path: Path
+    check_address: str | None = None  # Check over HTTP, when started with check=True
 
 
 @contextmanager
 def running_serve_process(
-    home: Path, *, log_path: Path, extra_env: dict[str, str] | None = None
+    home: Path, *, log_path: Path, extra_env: dict[str, str] | None = None, check: bool = False
 ) -> Iterator[ServeProcess]:
-    """`quotagate serve --grpc 127.0.0.1:0` in a process of its own (its own GIL), stopped with SIGTERM."""
+    """`quotagate serve --grpc 127.0.0.1:0 [--check 127.0.0.1:0]` in a process of its own (its own GIL), stopped
+    with SIGTERM."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUOTAGATE_")}
     env.update(QUOTAGATE_HOME=str(home), **(extra_env or {}))
+    check_args = ["--check", "127.0.0.1:0"] if check else []
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "quotagate", "serve", "--grpc", "127.0.0.1:0", "--grace", "5"],
+            [sys.executable, "-m", "quotagate", "serve", "--grpc", "127.0.0.1:0", "--grace", "5", *check_args],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -364,7 +397,8 @@ def running_serve_process(
         if "listening on " not in line:
             process.kill()
             raise RuntimeError(f"quotagate serve did not start: {line!r}; log {log_path}:\n{log_path.read_text()}")
-        yield ServeProcess(line.rsplit("listening on ", 1)[1].strip(), process, log_path)
+        grpc_address, _, check_address = line.rsplit("listening on ", 1)[1].strip().partition(", Check (HTTP) on ")
+        yield ServeProcess(grpc_address, process, log_path, check_address or None)
     finally:
         _stop(process)
         if process.stdout:
@@ -388,9 +422,15 @@ def running_stack(
     edit: Callable[[dict[str, Any]], None] | None = None,
     key_id: str = "demo-key",
     tls_name: str | None = None,
+    check_over_http: bool = False,
+    http_side: bool = False,
     **settings: Any,
 ) -> Iterator[GatewayStack]:
     """Fake provider (plain HTTP) + Quotagate (in-process gRPC server) + Envoy, over a fresh SQLite home.
+
+    Envoy calls Check over gRPC, as `quotagate up` deploys it by default (`check_over_http=True`: over HTTP, as
+    `quotagate up --check-port` deploys it). `http_side`: the admin/portal API is served too (`server.http_url`)
+    and Envoy routes its paths to it.
 
     The manifest is `stack_manifest` of `example`, pointed at the fake provider, after `edit` (a function
     changing the parsed document). `tls_name`: the fake provider serves TLS (a throwaway CA) and the
@@ -402,15 +442,19 @@ def running_stack(
         manifest = stack_manifest(upstream, example=example, edit=edit, ssl_name=tls_name)
         credential = prepare_home(config, manifest, key_id)
         snapshot = stored_snapshot(config)
-        server = _ServerThread(config)
+        server = _ServerThread(config, check=check_over_http, http=http_side)
         grpc_address = server.start()
         stack.callback(server.stop)
+        if server.http_url is not None:
+            _wait_http(server.http_url + "/healthz")
         listen, admin = free_port(), free_port()
         options = RenderOptions(
             listen=("127.0.0.1", listen),
             grpc_endpoints=(grpc_address,),
+            check_endpoints=(server.check_address,) if server.check_address else (),
             admin_port=admin,
             max_request_bytes=config.max_request_bytes,
+            http_side=("127.0.0.1", int(server.http_url.rsplit(":", 1)[1])) if server.http_url else None,
             **({"ca_file": str(fake.ca_file)} if tls_name is not None else {}),
         )
         envoy = stack.enter_context(
@@ -419,6 +463,19 @@ def running_stack(
             )
         )
         yield GatewayStack(config, fake, envoy, grpc_address, server, credential)
+
+
+def _wait_http(url: str) -> None:
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the HTTP side did not answer {url} within {_READY_TIMEOUT_S}s")
+        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

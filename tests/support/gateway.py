@@ -19,6 +19,26 @@ from quotagate.store.manifest_apply import apply_plan, plan_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 
+# Seed 003's access-log `log_format` fields, in its order (the access log writes these first).
+SEED_LOG_FIELDS = (
+    "time",
+    "org",
+    "project",
+    "client",
+    "gateway_key_id",
+    "provider",
+    "model",
+    "rate_limit_reason",
+    "request_remaining",
+    "token_remaining",
+    "input_cost",
+    "output_cost",
+    "total_cost",
+    "cost_status",
+    "status",
+    "request_time",
+)
+
 
 def manifest_text(name: str = "local-demo.yaml", *, upstream: str | None = None) -> str:
     text = (REPO / "examples" / name).read_text()
