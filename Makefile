@@ -45,7 +45,7 @@ lock: ## re-resolve requirements.lock from pyproject.toml
 	$(UV) pip compile --python $(BIN)/python --extra dev --output-file requirements.lock pyproject.toml
 
 bench: $(STAMP) ## run the benchmarks side by side and write bench/results/latest.md
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
