@@ -29,7 +29,7 @@ test: $(STAMP) ## install, then run the whole test suite (what .ci/run and CI ru
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only (no Envoy, no servers)
 	$(BIN)/pytest -q -m "not envoy and not postgres and not redis and not soak and not browser" $(PYTEST_ARGS)

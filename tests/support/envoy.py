@@ -424,6 +424,7 @@ def running_stack(
     tls_name: str | None = None,
     check_over_http: bool = False,
     http_side: bool = False,
+    render: dict[str, Any] | None = None,
     **settings: Any,
 ) -> Iterator[GatewayStack]:
     """Fake provider (plain HTTP) + Quotagate (in-process gRPC server) + Envoy, over a fresh SQLite home.
@@ -434,7 +435,7 @@ def running_stack(
 
     The manifest is `stack_manifest` of `example`, pointed at the fake provider, after `edit` (a function
     changing the parsed document). `tls_name`: the fake provider serves TLS (a throwaway CA) and the
-    upstreams verify it under that name (SNI). `settings`: Settings overrides (the home is `workdir/home`)."""
+    upstreams verify it under that name (SNI). `render`: RenderOptions overrides. `settings`: Settings overrides (the home is `workdir/home`)."""
     with ExitStack() as stack:
         fake = stack.enter_context(running_fake_provider(tls=tls_name is not None))
         upstream = fake.base_url.split("://", 1)[1]
@@ -456,6 +457,7 @@ def running_stack(
             max_request_bytes=config.max_request_bytes,
             http_side=("127.0.0.1", int(server.http_url.rsplit(":", 1)[1])) if server.http_url else None,
             **({"ca_file": str(fake.ca_file)} if tls_name is not None else {}),
+            **(render or {}),
         )
         envoy = stack.enter_context(
             running_envoy(
