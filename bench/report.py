@@ -387,7 +387,32 @@ def soak_section(f: Figures) -> list[str]:
             f"Non-streaming latency during the soak: p50 {_n(_get(final, 'json_latency_ms', 'p50'), 2)} ms, "
             f"p99 {_n(_get(final, 'json_latency_ms', 'p99'), 2)} ms (new connection per request)."
         )
+        lines.append("")
+        lines.append(_soak_verdict(samples, final.get("counts", {})))
     return lines
+
+
+# After the warm-up (the first sample past 10 s), a soak is flat when RSS grows by less than this and fds by at most
+# a few (keep-alive connections come and go).
+SOAK_RSS_GROWTH = 0.05
+SOAK_FD_GROWTH = 4
+
+
+def _soak_verdict(samples: list[dict[str, Any]], counts: dict[str, int]) -> str:
+    warm = [x for x in samples if x["t"] >= 10] or samples
+    start, end = warm[0].get("quotagate", {}), warm[-1].get("quotagate", {})
+    rss0, rss1 = float(start.get("rss_mb") or 0), float(end.get("rss_mb") or 0)
+    fd0, fd1 = int(start.get("fds") or 0), int(end.get("fds") or 0)
+    rss_flat = rss0 > 0 and (rss1 - rss0) / rss0 < SOAK_RSS_GROWTH
+    fd_flat = fd1 - fd0 <= SOAK_FD_GROWTH
+    failed = {k: v for k, v in counts.items() if not k.endswith((":ok", ":abandoned"))}
+    return (
+        f"Verdict after warm-up (t={warm[0]['t']} → {warm[-1]['t']} s): RSS {rss0:.1f} → {rss1:.1f} MB "
+        f"({'flat' if rss_flat else '**grew**'}, limit +{SOAK_RSS_GROWTH:.0%}), open fds {fd0} → {fd1} "
+        f"({'flat' if fd_flat else '**grew**'}, limit +{SOAK_FD_GROWTH}), requests not answered as planned: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(failed.items())) if failed else "none")
+        + "."
+    )
 
 
 def render(results: dict[str, Any]) -> str:
