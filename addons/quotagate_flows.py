@@ -15,8 +15,7 @@ import orjson
 from mitmproxy import http
 
 from ext_authz.names import REQUEST_ID_HEADER, REWRITE_HEADER, UPSTREAM_HEADER
-from quotagate.apis import api_for_path
-from quotagate.gateway.denials import deny
+from quotagate.gateway.denials import check_failed
 from quotagate.gateway.outcome import Allow, CheckInput, Deny
 from quotagate.gateway.rewrite import rewrite_body
 from quotagate.snapshot import UpstreamView
@@ -107,14 +106,7 @@ def upstream_tls_failed(problem: str) -> http.Response:
 
 def failure(flow: http.HTTPFlow) -> Deny:
     """The refusal when the gateway itself failed: fail closed, in the provider's error shape (as ext_authz)."""
-    api = api_for_path(flow.request.path)
-    return deny(
-        api.provider if api else None,
-        503,
-        "gateway_error",
-        "The gateway could not check this request; try again shortly.",
-        request_id=flow.request.headers.get("x-request-id", ""),
-    )
+    return check_failed(flow.request.path, flow.request.headers.get("x-request-id", ""))
 
 
 def passthrough(meter: ChunkSink) -> Callable[[bytes], bytes]:

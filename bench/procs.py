@@ -53,10 +53,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def status_kb(pid: int, key: str) -> int:
-    for line in _read(f"/proc/{pid}/status").splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
+    return status_like(_read(f"/proc/{pid}/status"), key)
 
 
 def open_fds(pid: int) -> int:
@@ -85,12 +82,6 @@ class Component:
 
     def rss_mb(self) -> dict[int, float]:
         return {p: status_kb(p, "VmRSS") / 1024 for p in tree(self.pid)}
-
-    def workers(self) -> list[int]:
-        """The processes that do the work: the leaves of the tree (the tree itself when it is one process)."""
-        procs = tree(self.pid)
-        leaves = [p for p in procs if not children(p)]
-        return leaves or procs
 
     def fds(self) -> int:
         return sum(open_fds(p) for p in tree(self.pid))
@@ -130,6 +121,7 @@ def machine_info(envoy: str, litellm_version: str | None) -> dict[str, str]:
 
     envoy_version = _cmd(envoy, "--version")
     match = re.search(r"/(\d+\.\d+\.\d+)/", envoy_version)
+    wrk = _cmd("wrk", "--version")
     return {
         "CPU": model.group(1).strip() if model else platform.processor() or "unknown",
         "cores": str(os.cpu_count()),
@@ -142,7 +134,7 @@ def machine_info(envoy: str, litellm_version: str | None) -> dict[str, str]:
         "LiteLLM": litellm_version or "not run",
         "grpcio": version("grpcio"),
         "mitmproxy": version("mitmproxy"),
-        "wrk": _cmd("wrk", "--version").splitlines()[0][:40] if _cmd("wrk", "--version") != "n/a" else "not installed",
+        "wrk": wrk.splitlines()[0][:40] if wrk != "n/a" else "not installed",
         "interpreter": sys.executable,
     }
 

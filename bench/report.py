@@ -58,11 +58,17 @@ def _signed(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:+.{digits}f}"
 
 
+def _pair(a: float | None, b: float | None, digits: int = 3) -> str:
+    return f"{_signed(a, digits)} / {_signed(b, digits)}"
+
+
 class Figures:
     def __init__(self, results: dict[str, Any]) -> None:
         self.r = results
         self.s: dict[str, Any] = results.get("scenarios", {})
         self.rates = [str(int(r)) for r in results.get("plan", {}).get("rates", (100, 500))]
+        self.low = self.rates[0] if self.rates else "100"  # the lowest and highest offered rates
+        self.high = self.rates[-1] if self.rates else "500"
 
     def has(self, key: str) -> bool:
         return key in self.s
@@ -113,8 +119,7 @@ def summary(f: Figures) -> list[str]:
         "| target (issue 10) | goal | " + " | ".join(name for _, name in shipped) + " | LiteLLM |",
         "|---|---|" + "---|" * len(shipped) + "---|",
     ]
-    high = f.rates[-1] if f.rates else "500"
-    low = f.rates[0] if f.rates else "100"
+    high, low = f.high, f.low
 
     def verdict(value: float | None, limit: float, unit: str, lower: bool = True) -> str:
         ok = None if value is None else (value <= limit if lower else value >= limit)
@@ -181,7 +186,7 @@ def summary(f: Figures) -> list[str]:
 
 
 def headline(f: Figures) -> list[str]:
-    high = f.rates[-1] if f.rates else "500"
+    high = f.high
     lines = [
         f"| scenario | saturation req/s | × upstream | × plain Envoy | × LiteLLM | added p50 / p99 at {high} req/s (ms) "
         "| TTFT overhead p50 (ms) | CPU s / 1k req | peak RSS / process (MB) |",
@@ -191,11 +196,10 @@ def headline(f: Figures) -> list[str]:
         if not f.has(key):
             continue
         sat = f.sat(key)
-        a50, a99 = f.added(key, high, "p50", base="upstream"), f.added(key, high, "p99", base="upstream")
-        if key not in ("upstream", "envoy"):
-            a50, a99 = f.added(key, high, "p50"), f.added(key, high, "p99")
+        base = "upstream" if key in ("upstream", "envoy") else "envoy"
+        a50, a99 = f.added(key, high, "p50", base=base), f.added(key, high, "p99", base=base)
         skipped = _get(f.s, key, "open", high, "skipped")
-        added = "over capacity" if skipped else (f"{_signed(a50)} / {_signed(a99)}" if key != "upstream" else "—")
+        added = "over capacity" if skipped else (_pair(a50, a99, 2) if key != "upstream" else "—")
         ttft = f.stream_over(key, "ttft_ms", "p50") if key not in ("upstream", "envoy") else None
         rss = [v for name, vals in f.rss_by_process(key).items() if name != "envoy" for v in vals]
         if key == "envoy":
@@ -247,12 +251,9 @@ def open_table(f: Figures) -> list[str]:
                 lines.append(f"| {SHORT.get(key, key)} | {rate} | {result['skipped']} | | | | | | | |")
                 continue
             lat = result["latency_ms"]
-            over_up = f"{_signed(f.added(key, rate, 'p50', 'upstream'), 3)} / {_signed(f.added(key, rate, 'p99', 'upstream'), 3)}"
-            over_envoy = (
-                f"{_signed(f.added(key, rate, 'p50'), 3)} / {_signed(f.added(key, rate, 'p99'), 3)}"
-                if key not in ("upstream", "envoy")
-                else "—"
-            )
+            over_up = _pair(f.added(key, rate, "p50", "upstream"), f.added(key, rate, "p99", "upstream"))
+            own = key not in ("upstream", "envoy")
+            over_envoy = _pair(f.added(key, rate, "p50"), f.added(key, rate, "p99")) if own else "—"
             lines.append(
                 f"| {SHORT.get(key, key)} | {rate} | {_n(lat.get('p50'), 3)} | {_n(lat.get('p99'), 3)} | "
                 f"{_n(lat.get('p999'), 3)} | {over_up if key != 'upstream' else '—'} | {over_envoy} | "
@@ -284,20 +285,13 @@ def stream_table(f: Figures) -> list[str]:
             continue
         t, d = s["ttft_ms"], s["delivery_ms"]
         own = key not in ("upstream", "envoy")
-        ttft_over = (
-            f"{_signed(f.stream_over(key, 'ttft_ms', 'p50', variant), 3)} / {_signed(f.stream_over(key, 'ttft_ms', 'p99', variant), 3)}"
-            if own
-            else "—"
-        )
-        chunk_over = (
-            f"{_signed(f.stream_over(key, 'delivery_ms', 'p50', variant), 3)} / "
-            f"{_signed(f.stream_over(key, 'delivery_ms', 'p99', variant), 3)}"
-            if own
-            else "—"
+        ttft_over = _pair(f.stream_over(key, "ttft_ms", "p50", variant), f.stream_over(key, "ttft_ms", "p99", variant))
+        chunk_over = _pair(
+            f.stream_over(key, "delivery_ms", "p50", variant), f.stream_over(key, "delivery_ms", "p99", variant)
         )
         lines.append(
-            f"| {label} | {_n(t.get('p50'), 3)} | {_n(t.get('p99'), 3)} | {ttft_over} | {_n(d.get('p50'), 3)} | "
-            f"{_n(d.get('p99'), 3)} | {chunk_over} | {_x(f.stream_over(key, 'ttft_ms', 'p50', variant), lt, 3) if own else '—'} |"
+            f"| {label} | {_n(t.get('p50'), 3)} | {_n(t.get('p99'), 3)} | {ttft_over if own else '—'} | "
+            f"{_n(d.get('p50'), 3)} | {_n(d.get('p99'), 3)} | {chunk_over if own else '—'} | {_x(f.stream_over(key, 'ttft_ms', 'p50', variant), lt, 3) if own else '—'} |"
         )
     return lines
 
@@ -305,11 +299,11 @@ def stream_table(f: Figures) -> list[str]:
 def resources_table(f: Figures) -> list[str]:
     lines = [
         "| scenario | component | CPU s / 1,000 req (saturation) | × LiteLLM | CPU s / 1,000 req at "
-        f"{f.rates[-1] if f.rates else '500'} req/s | peak RSS MB per process |",
+        f"{f.high} req/s | peak RSS MB per process |",
         "|---|---|---:|---:|---:|---:|",
     ]
     ll_cpu = f.cpu_total("litellm")
-    high = f.rates[-1] if f.rates else "500"
+    high = f.high
     for key in ORDER:
         cpu = _get(f.s, key, "saturation", "cpu_s_per_1000") or {}
         cpu_high = _get(f.s, key, "open", high, "cpu_s_per_1000") or {}

@@ -41,6 +41,7 @@ from typing import Any
 from bench import decision, report
 from bench.procs import CpuMeter, machine_info
 from bench.targets import (
+    KEY_ID,
     LITELLM_VERSION,
     REPO,
     Backend,
@@ -49,6 +50,7 @@ from bench.targets import (
     Upstream,
     embedded_backend,
     metering_streamed,
+    never_refuse,
     pg_redis_backend,
     process,
     running_gateway_envoy,
@@ -59,6 +61,7 @@ from bench.targets import (
     wait_port,
 )
 from bench.wrkrun import have_wrk, saturate
+from quotagate.settings import load_settings
 from tests.support.envoy import envoy_binary, free_port, prepare_home, stack_manifest
 
 RESULTS = REPO / "bench" / "results"
@@ -248,15 +251,16 @@ def pg_redis_scenarios(run: Run, selected: set[str], pg_url: str, redis_url: str
     wanted = [k for k in ("pg-redis-1w", "pg-redis-2w") if k in selected]
     if not wanted:
         return
-    try:
-        stack = pg_redis_backend(run.work, run.upstream.port, pg_admin_url=pg_url, redis_url=redis_url)
-        backend = stack.__enter__()
-    except Exception as exc:
-        for key in wanted:
-            run.results.setdefault("failures", {})[key] = f"PostgreSQL/Redis unavailable: {exc}"
-        run.say(f"PostgreSQL/Redis unavailable, skipped: {exc}")
-        return
-    try:
+    with ExitStack() as stack:
+        try:
+            backend = stack.enter_context(
+                pg_redis_backend(run.work, run.upstream.port, pg_admin_url=pg_url, redis_url=redis_url)
+            )
+        except Exception as exc:
+            for key in wanted:
+                run.results.setdefault("failures", {})[key] = f"PostgreSQL/Redis unavailable: {exc}"
+            run.say(f"PostgreSQL/Redis unavailable, skipped: {exc}")
+            return
         for key in wanted:
             workers = 1 if key.endswith("1w") else 2
 
@@ -269,8 +273,6 @@ def pg_redis_scenarios(run: Run, selected: set[str], pg_url: str, redis_url: str
                         return measure(run, target)
 
             scenario(run, key, body)
-    finally:
-        stack.__exit__(None, None, None)
 
 
 def decision_service(run: Run, embedded: Backend, pg_url: str, redis_url: str) -> None:
@@ -323,10 +325,6 @@ def soak(run: Run) -> None:
     plan = run.plan
 
     def body() -> dict[str, Any]:
-        from bench.targets import KEY_ID, never_refuse
-        from bench.targets import running_serve as serve_ctx
-        from quotagate.settings import load_settings
-
         with ExitStack() as stack:
             port = free_port()
             fake = stack.enter_context(
@@ -338,13 +336,13 @@ def soak(run: Run) -> None:
             settings = load_settings(home=home)
             credential = prepare_home(settings, stack_manifest(f"127.0.0.1:{port}", edit=never_refuse), KEY_ID)
             backend = Backend("soak", settings, {"QUOTAGATE_HOME": str(home)}, credential)
-            serve = stack.enter_context(serve_ctx(run.work, backend, workers=1, check="http", tag="soak"))
+            serve = stack.enter_context(running_serve(run.work, backend, workers=1, check="http", tag="soak"))
             target = stack.enter_context(
                 running_gateway_envoy(
                     run.work, backend, serve, key="soak", label="soak", concurrency=plan.envoy_concurrency
                 )
             )
-            watched = [c for c in target.components]
+            watched = list(target.components)
             samples: list[dict[str, Any]] = []
 
             def sample(t: float) -> None:

@@ -37,6 +37,7 @@ from typing import Any
 
 import orjson
 
+from bench.upstream import serve_streams
 from quotagate.settings import load_settings
 from tests.support.envoy import (  # RenderOptions and render_envoy_config: the quietly imported renderer
     RenderOptions,
@@ -71,33 +72,9 @@ async def _send_stream(writer: asyncio.StreamWriter, chunks: int, interval_s: fl
     await writer.drain()
 
 
-async def _serve_connection(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chunks: int, interval_s: float
-) -> None:
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").lower().split("\r\n")
-            length = next((int(line.split(":", 1)[1]) for line in lines if line.startswith("content-length:")), None)
-            if length is not None:
-                await reader.readexactly(length)
-            elif any(line.startswith("transfer-encoding:") and "chunked" in line for line in lines):
-                while (size := int((await reader.readline()).split(b";")[0], 16)) > 0:
-                    await reader.readexactly(size + 2)
-                await reader.readline()
-            await _send_stream(writer, chunks, interval_s)
-    except (asyncio.IncompleteReadError, ConnectionError):
-        writer.close()
-
-
 async def _sender(port: int, chunks: int, interval_ms: float) -> None:
     """The SSE sender (run as `python -m bench.streaming_modes --sender PORT CHUNKS INTERVAL_MS`)."""
-    server = await asyncio.start_server(
-        lambda r, w: _serve_connection(r, w, chunks, interval_ms / 1000), "127.0.0.1", port
-    )
-    print("ready", flush=True)
-    async with server:
-        await server.serve_forever()
+    await serve_streams(port, lambda writer: _send_stream(writer, chunks, interval_ms / 1000))
 
 
 # -- the constant Check

@@ -30,7 +30,6 @@ from bench.upstream import STREAM_HEADER, envoy_config
 from quotagate.settings import Settings, load_settings
 from tests.support.envoy import (
     RenderOptions,
-    envoy_binary,
     free_port,
     prepare_home,
     render_envoy_config,
@@ -548,7 +547,3 @@ class LiteLLM:
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def envoy_version() -> str:
-    return envoy_binary()

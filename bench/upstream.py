@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -169,9 +170,11 @@ async def _send_stream(writer: asyncio.StreamWriter, chunks: int, interval_s: fl
     await writer.drain()
 
 
-async def _serve_connection(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chunks: int, interval_s: float
-) -> None:
+StreamSender = Callable[[asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, send: StreamSender) -> None:
+    """Every request on the connection (its body read and dropped) is answered by `send`."""
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -183,18 +186,21 @@ async def _serve_connection(
                 while (size := int((await reader.readline()).split(b";")[0], 16)) > 0:
                     await reader.readexactly(size + 2)
                 await reader.readline()
-            await _send_stream(writer, chunks, interval_s)
+            await send(writer)
     except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
         writer.close()
 
 
-async def sender(port: int, chunks: int, interval_ms: float) -> None:
-    server = await asyncio.start_server(
-        lambda r, w: _serve_connection(r, w, chunks, interval_ms / 1000), "127.0.0.1", port
-    )
+async def serve_streams(port: int, send: StreamSender) -> None:
+    """An HTTP/1.1 keep-alive server on loopback answering every request with `send`; prints "ready" once bound."""
+    server = await asyncio.start_server(lambda r, w: _serve_connection(r, w, send), "127.0.0.1", port)
     print("ready", flush=True)
     async with server:
         await server.serve_forever()
+
+
+async def sender(port: int, chunks: int, interval_ms: float) -> None:
+    await serve_streams(port, lambda writer: _send_stream(writer, chunks, interval_ms / 1000))
 
 
 def main() -> None:

@@ -38,9 +38,8 @@ from ext_authz.http_contract import (
     upstream_header_allowed,
 )
 from ext_authz.names import PARTIAL_BODY_HEADER, REQUEST_ID_HEADER, REWRITE_HEADER
-from quotagate.apis import api_for_path
 from quotagate.errors import QuotagateError
-from quotagate.gateway.denials import deny
+from quotagate.gateway.denials import check_failed
 from quotagate.gateway.outcome import Allow, CheckInput, Deny, Outcome
 
 log = logging.getLogger(__name__)
@@ -88,15 +87,7 @@ def answer(outcome: Outcome) -> bytes:
 
 def failure_answer(path: str, headers: dict[str, str]) -> bytes:
     """The answer when Check itself failed: authorization fails closed, in the provider's error shape."""
-    api = api_for_path(path)
-    denial = deny(
-        api.provider if api else None,
-        503,
-        "gateway_error",
-        "The gateway could not check this request; try again shortly.",
-        request_id=headers.get("x-request-id", ""),
-    )
-    return _denied(denial)
+    return _denied(check_failed(path, headers.get("x-request-id", "")))
 
 
 def _allowed(allow: Allow) -> bytes:
@@ -277,10 +268,6 @@ class _CheckConnection(asyncio.Protocol):
         self._closing = True
         if self._transport is not None:
             self._transport.close()
-
-    @property
-    def idle(self) -> bool:
-        return self._previous is None or self._previous.done()
 
 
 class CheckHttpServer:

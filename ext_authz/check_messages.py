@@ -10,8 +10,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 
 from ext_authz.names import PARTIAL_BODY_HEADER, REQUEST_ID_HEADER, REWRITE_HEADER
 from ext_authz.structs import to_struct
-from quotagate.apis import api_for_path
-from quotagate.gateway.denials import deny
+from quotagate.gateway.denials import check_failed
 from quotagate.gateway.outcome import Allow, CheckInput, Deny, Outcome
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -43,15 +42,7 @@ def check_response(outcome: Outcome) -> external_auth_pb2.CheckResponse:
 def failure_response(request: external_auth_pb2.CheckRequest) -> external_auth_pb2.CheckResponse:
     """The answer when Check itself failed: authorization fails closed, in the provider's error shape."""
     http = request.attributes.request.http
-    api = api_for_path(http.path)
-    denial = deny(
-        api.provider if api else None,
-        503,
-        "gateway_error",
-        "The gateway could not check this request; try again shortly.",
-        request_id=http.headers.get("x-request-id", ""),
-    )
-    return _denied(denial)
+    return _denied(check_failed(http.path, http.headers.get("x-request-id", "")))
 
 
 def _allowed(allow: Allow) -> external_auth_pb2.CheckResponse:

@@ -88,8 +88,9 @@ async def serve(
     `on_check_ready` gets the bound Check address, then `on_ready` the bound gRPC address, once calls are accepted."""
     limit = runtime.settings.max_request_bytes
     server = GatewayServer(runtime.gatekeeper.check, runtime.meter, max_body_bytes=limit)
-    check = CheckHttpServer(runtime.gatekeeper.check, max_body_bytes=limit) if check_addr is not None else None
-    if check is not None and check_addr is not None:
+    check = None
+    if check_addr is not None:
+        check = CheckHttpServer(runtime.gatekeeper.check, max_body_bytes=limit)
         check_bound = await check.start(check_addr)
         if on_check_ready is not None:
             on_check_ready(check_bound)

@@ -49,11 +49,11 @@ class GatewayRuntime:
     meter_services: MeterServices
     sweeper: Sweeper
     auth_throttle: FailedAuthThrottle
+    nonces: NonceStore  # seen actor-signature nonces (the gatekeeper's)
     checkpointer: Checkpointer | None = None
     prompt_log: PromptLogWriter | None = None
     alerts: AlertEvaluator | None = None  # None: alert_interval_s is 0
     retention: PromptRetention | None = None  # None: prompt_log_purge_interval_s is 0
-    nonces: NonceStore | None = None  # seen actor-signature nonces (the gatekeeper's)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -99,8 +99,7 @@ class GatewayRuntime:
             await asyncio.to_thread(self.prompt_log.stop)
         await self.counters.close()
         await self.auth_throttle.close()
-        if self.nonces is not None:
-            await self.nonces.close()
+        await self.nonces.close()
         self.app.close()
 
 
@@ -172,6 +171,7 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
         services,
         sweeper,
         auth_throttle,
+        nonces,
         checkpointer,
         prompt_log=prompt_log,
         alerts=AlertEvaluator(db, s) if s.alert_interval_s > 0 else None,
@@ -180,5 +180,4 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
             if s.prompt_log_purge_interval_s > 0
             else None
         ),
-        nonces=nonces,
     )

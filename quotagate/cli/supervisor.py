@@ -14,9 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO
 
 from quotagate.errors import ConfigError
 from quotagate.settings import Settings
@@ -54,8 +52,6 @@ class Supervisor:
         max_backoff_s: float = 30.0,
         burst: int = 5,
         window_s: float = 60.0,
-        out: IO[str] | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._workers = [_Worker(i, argv) for i, argv in enumerate(argvs)]
         self._stop_timeout_s = stop_timeout_s
@@ -63,8 +59,6 @@ class Supervisor:
         self._max_backoff_s = max_backoff_s
         self._burst = burst
         self._window_s = window_s
-        self._out = out or sys.stdout
-        self._clock = clock
         self._stopping = threading.Event()
 
     def run(self) -> int:
@@ -111,13 +105,13 @@ class Supervisor:
         for line in proc.stdout:
             if READY_MARK in line:
                 worker.ready.set()
-            self._out.write(line)
-            self._out.flush()
+            sys.stdout.write(line)
+            sys.stdout.flush()
         proc.stdout.close()
 
     def _tend(self) -> str | None:
         """Restart what died (when its delay is over); the reason to give up, if there is one."""
-        now = self._clock()
+        now = time.monotonic()
         for worker in self._workers:
             proc = worker.proc
             assert proc is not None

@@ -41,10 +41,10 @@ class ConnectionLog:
             self._server_names.clear()
 
 
-def counting_protocol(log: ConnectionLog, http: str = "auto") -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol, counting each accepted connection (the event loop builds one per accept,
+def counting_protocol(log: ConnectionLog) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol ("auto"), counting each accepted connection (the event loop builds one per accept,
     before any TLS handshake, so a connection that never sends a byte is counted too)."""
-    base: type[asyncio.Protocol] = import_from_string(HTTP_PROTOCOLS[http])
+    base: type[asyncio.Protocol] = import_from_string(HTTP_PROTOCOLS["auto"])
 
     class Counted(base):  # type: ignore[valid-type,misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from quotagate.apis import Api, Provider, api_for_path
@@ -21,7 +22,7 @@ from quotagate.gateway.config import ConfigCache
 from quotagate.gateway.denials import deny
 from quotagate.gateway.outcome import Allow, CheckInput, Deny, Outcome
 from quotagate.gateway.ratelimit_headers import denial_headers, remaining_headers, tightest_remaining
-from quotagate.gateway.request import BadRequest, parse_request
+from quotagate.gateway.request import BadRequest, ParsedRequest, parse_request
 from quotagate.gateway.rewrite import INCLUDE_USAGE_APIS
 from quotagate.gateway.ticket import Ticket
 from quotagate.governance.content import ContentSink
@@ -102,7 +103,8 @@ class Gatekeeper:
         # x-request-id must never merge two requests. The caller's id is kept as a tag.
         request_id = uuid.uuid4().hex
         caller_id = req.headers.get("x-request-id")
-        route = snapshot.route_for(req.path.split("?", 1)[0])
+        path = req.path.split("?", 1)[0]
+        route = snapshot.route_for(path)
         shape = route.provider if route else None
 
         outcome = authenticate(
@@ -111,30 +113,42 @@ class Gatekeeper:
         if isinstance(outcome, AuthFailure):
             return await self._refuse_unauthenticated(req, outcome, shape, request_id, now)
         identity = outcome
-        base = UsageRecord(
-            request_id=request_id,
-            started_at=now,
-            status=0,
-            decision="denied",
-            org_id=identity.org.id,
-            project_id=identity.project.id,
-            client_id=identity.client.id,
-            key_id=identity.key.key_id,
-            front_door=req.front_door,
-            tags=_tags(identity.client.default_tag, caller_id),
-        )
+        tags = _tags(identity.client.default_tag, caller_id)
+        # What a refusal's usage event says, filled in as the request is understood; refuse_known reads them when
+        # it is called. An admitted request builds no record here: the meter writes its event.
+        parsed: ParsedRequest | None = None
+        provider_name: str | None = None
+        left_requests: int | None = None
+        left_tokens: int | None = None
 
         def refuse_known(status: int, reason: str, message: str, **kw: object) -> Deny:
             denial = deny(shape, status, reason, message, request_id=request_id, **kw)  # type: ignore[arg-type]
-            self._sink.record(_with_denial(base, denial))
+            self._sink.record(
+                _denied_record(
+                    req,
+                    denial,
+                    now,
+                    tags,
+                    org_id=identity.org.id,
+                    project_id=identity.project.id,
+                    client_id=identity.client.id,
+                    key_id=identity.key.key_id,
+                    provider=provider_name,
+                    api=parsed.api.value if parsed else None,
+                    model_requested=parsed.model if parsed else None,
+                    stream=parsed.stream if parsed else False,
+                    remaining_requests=left_requests,
+                    remaining_tokens=left_tokens,
+                )
+            )
             return denial
 
         admitted = await self._governance.admit(snapshot, identity, req, now)
         if isinstance(admitted, Refusal):
-            base = _replace(base, tags={**base.tags, **admitted.tags})
+            tags = {**tags, **admitted.tags}
             return refuse_known(admitted.status, admitted.reason, admitted.message)
         if admitted:  # verified actor (or a flagged problem under the optional policy)
-            base = _replace(base, tags={**base.tags, **admitted})
+            tags = {**tags, **admitted}
 
         api = api_for_path(req.path)
         if route is None or api is None:
@@ -149,7 +163,6 @@ class Gatekeeper:
             parsed = parse_request(api, req.body)
         except BadRequest as exc:
             return refuse_known(exc.status, exc.code, str(exc))
-        base = _replace(base, api=api.value, model_requested=parsed.model, stream=parsed.stream)
 
         prefixed, model = split_model(parsed.model)
         if prefixed is not None and prefixed is not route.provider:
@@ -157,7 +170,7 @@ class Gatekeeper:
             return refuse_known(
                 404,
                 "model_not_found",
-                f"The model '{parsed.model}' belongs to {prefixed.value}; {req.path.split('?', 1)[0]} serves "
+                f"The model '{parsed.model}' belongs to {prefixed.value}; {path} serves "
                 f"{route.provider.value} models only. Send it to an endpoint of {prefixed.value}.",
             )
         provider = route.provider
@@ -167,7 +180,7 @@ class Gatekeeper:
             return refuse_known(
                 404, "model_not_found", f"The model '{parsed.model}' does not exist or is not served here."
             )
-        base = _replace(base, provider=provider.value)
+        provider_name = provider.value
         quotas = quotas_for(snapshot, identity)
         if not model_allowed(identity, quotas, model):
             return refuse_known(403, "model_not_allowed", f"This key may not use the model '{parsed.model}'.")
@@ -214,7 +227,7 @@ class Gatekeeper:
                             parsed.stream,
                             prompt_estimate,
                             req.front_door,
-                            base.tags,
+                            tags,
                         ).encode(),
                     )
                 )
@@ -228,17 +241,16 @@ class Gatekeeper:
                 log.warning("counter backend unavailable, route admits monitor-only: %s", exc)
                 ADMITTED_WITHOUT_LIMITS.inc()
                 # Marked on the usage event: this request was neither checked against nor counted in any limit.
-                base = _replace(base, tags={**base.tags, "limits": "unavailable"})
+                tags = {**tags, "limits": "unavailable"}
                 decision = Decision(allowed=True)
                 reservation_id = ""
         else:
             reservation_id = ""
         left_requests, left_tokens = tightest_remaining(decision)
-        base = _replace(base, remaining_requests=left_requests, remaining_tokens=left_tokens)
         if not decision.allowed and decision.denial is not None:
             d = decision.denial
             if decision.monitored:  # the denial event also says which monitor-mode limits it exceeded
-                base = _replace(base, tags={**base.tags, "monitor": _monitored(decision)})
+                tags = {**tags, "monitor": _monitored(decision)}
             quota = next((q for q in quotas if counter_id(q) == d.counter_id), None)
             scope = (
                 f"{quota.scope_type} {_scope_name(snapshot, quota.scope_type, quota.scope_id)}" if quota else "a scope"
@@ -300,7 +312,7 @@ class Gatekeeper:
             rewrite_model=prefixed is not None,
             front_door=req.front_door,
             monitored=_monitored_ids(decision),
-            tags=base.tags,
+            tags=tags,
             remaining_requests=left_requests,
             remaining_tokens=left_tokens,
         )
@@ -377,7 +389,9 @@ def _scope_name(snapshot: Snapshot, scope_type: str, scope_id: str) -> str:
     return scope_id
 
 
-def _denied_record(req: CheckInput, denial: Deny, now: float, tags: dict[str, str]) -> UsageRecord:
+def _denied_record(req: CheckInput, denial: Deny, now: float, tags: dict[str, str], **known: Any) -> UsageRecord:
+    """The usage event of a refusal; `known`: what was learnt of the request before it was refused."""
+    fields: dict[str, Any] = {"api": (a.value if (a := api_for_path(req.path)) else None), **known}
     return UsageRecord(
         request_id=denial.request_id,
         started_at=now,
@@ -386,17 +400,7 @@ def _denied_record(req: CheckInput, denial: Deny, now: float, tags: dict[str, st
         status=denial.status,
         decision="denied",
         deny_reason=denial.reason,
-        api=(a.value if (a := api_for_path(req.path)) else None),
         front_door=req.front_door,
         tags=tags,
+        **fields,
     )
-
-
-def _with_denial(base: UsageRecord, denial: Deny) -> UsageRecord:
-    return _replace(base, status=denial.status, deny_reason=denial.reason, finished_at=base.started_at, latency_ms=0)
-
-
-def _replace(record: UsageRecord, **changes: object) -> UsageRecord:
-    from dataclasses import replace
-
-    return replace(record, **changes)  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from quotagate.apis import Provider
+from quotagate.apis import Provider, api_for_path
 from quotagate.gateway.outcome import Deny
 
 # status -> (OpenAI error type, Anthropic error type)
@@ -46,3 +46,15 @@ def deny(
         *headers,
     )
     return Deny(status=status, body=orjson.dumps(body), headers=all_headers, reason=reason, request_id=request_id)
+
+
+def check_failed(path: str, request_id: str) -> Deny:
+    """The refusal when Check itself failed: authorization fails closed, in the provider's error shape."""
+    api = api_for_path(path)
+    return deny(
+        api.provider if api else None,
+        503,
+        "gateway_error",
+        "The gateway could not check this request; try again shortly.",
+        request_id=request_id,
+    )

@@ -59,7 +59,7 @@ class ActorProblem(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Verified:
     fields: Mapping[str, str]
-    timestamp: int = 0
+    timestamp: int
     nonce: str | None = None  # set when a v2 signature matched: to be accepted once
 
     def tags(self) -> dict[str, str]:
@@ -93,12 +93,16 @@ def signing_string(timestamp: int, key_id: str, fields: Mapping[str, str], nonce
     return f"v2\n{timestamp}\n{nonce}\n{key_id}\n{canonical_actor(fields)}".encode()
 
 
+def _digest(secret: str, timestamp: int, key_id: str, fields: Mapping[str, str], nonce: str | None) -> str:
+    return hmac.new(secret.encode(), signing_string(timestamp, key_id, fields, nonce), hashlib.sha256).hexdigest()
+
+
 def sign_actor(
     secret: str, key_id: str, fields: Mapping[str, str], timestamp: int, nonce: str | None = None
 ) -> dict[str, str]:
     """The two request headers for `fields` (what a client sends; docs/governance.md has a standalone copy):
     v2 with `nonce` (a fresh one per request: quotagate.governance.replay.new_nonce), else v1."""
-    digest = hmac.new(secret.encode(), signing_string(timestamp, key_id, fields, nonce), hashlib.sha256).hexdigest()
+    digest = _digest(secret, timestamp, key_id, fields, nonce)
     signed = f"t={timestamp},v1={digest}" if nonce is None else f"t={timestamp},n={nonce},v2={digest}"
     return {ACTOR_HEADER: canonical_actor(fields), SIGNATURE_HEADER: signed}
 
@@ -166,13 +170,9 @@ def verify_actor(
     t = signature.timestamp
     if abs(now - t) > window_s:
         return ActorProblem.EXPIRED
-
-    def expected(nonce: str | None) -> str:
-        return hmac.new(secret.encode(), signing_string(t, key_id, fields, nonce), hashlib.sha256).hexdigest()
-
-    if signature.v2 and _matches(expected(signature.nonce), signature.v2):
+    if signature.v2 and _matches(_digest(secret, t, key_id, fields, signature.nonce), signature.v2):
         return Verified(fields, t, signature.nonce)
-    if signature.v1 and _matches(expected(None), signature.v1):
+    if signature.v1 and _matches(_digest(secret, t, key_id, fields, None), signature.v1):
         # v1 does not cover `n`: whatever nonce came with it proves nothing.
         return ActorProblem.NONCE_REQUIRED if nonce_policy is NoncePolicy.REQUIRED else Verified(fields, t)
     return ActorProblem.BAD_SIGNATURE

@@ -23,10 +23,10 @@ from quotagate.http.errors import ERROR_RESPONSES, ApiError, Problem
 from quotagate.http.models import PathRef, Ref, Strict
 from quotagate.http.paging import Cursor, Limit, Page, decode, encode
 from quotagate.http.routing import JsonBodyRoute
+from quotagate.manifest.checks import scope_reference
 from quotagate.manifest.load import format_path
 from quotagate.manifest.schema import AlertReceiver as ReceiverSpec
 from quotagate.manifest.schema import AlertRule as RuleSpec
-from quotagate.manifest.schema import ScopeType
 from quotagate.store import alerts_repo as repo
 from quotagate.store.admin_tokens_repo import AdminPrincipal
 from quotagate.store.tenancy_repo import find_org
@@ -34,7 +34,6 @@ from quotagate.store.tenancy_repo import find_org
 router = APIRouter(route_class=JsonBodyRoute, prefix="/admin/alerts", tags=["alerts"], responses=ERROR_RESPONSES)
 Ctx = Annotated[Context, Depends(context)]
 Organization = Annotated[Ref | None, Query(description="organization id or slug; required with a global admin token")]
-_SCOPE_FIELD = {ScopeType.PROJECT: "project_id", ScopeType.CLIENT: "client_id", ScopeType.KEY: "key_id"}
 
 
 def _no_nul(value: Any) -> bool:
@@ -145,17 +144,9 @@ def _spec(model: type[BaseModel], identity: tuple[str, str], body: BaseModel) ->
 
 
 def _scope_fields(rule: RuleSpec) -> None:
-    """The id field of the rule's scope is given and no other is (the manifest's check)."""
-    wanted = _SCOPE_FIELD.get(rule.scope_type)
-    problems = []
-    for field in _SCOPE_FIELD.values():
-        value = getattr(rule, field)
-        if field == wanted and value is None:
-            problems.append(Problem(path=f"body.{field}", message=f"required for scope_type {rule.scope_type.value!r}"))
-        elif field != wanted and value is not None:
-            problems.append(
-                Problem(path=f"body.{field}", message=f"not allowed for scope_type {rule.scope_type.value!r}")
-            )
+    """The id field of the rule's scope is given and no other is (the manifest's check; the repository
+    answers 404 for an id the organization does not have)."""
+    problems = [Problem(path=path, message=message) for path, message in scope_reference("body", rule)]
     if problems:
         raise ApiError(422, "validation_failed", "The request is invalid.", details=problems)
 
@@ -174,25 +165,22 @@ def _api_managed(session: Any, org_id: str, kind: str, name: str, *, must_exist:
         )
 
 
-Work = Callable[[Any], dict[str, Any]]
-
-
 def _put(
-    put: Callable[[Any, str, Any, str], dict[str, Any]], org_id: str, kind: str, name: str, spec: Any, actor: str
-) -> Work:
-    def run(session: Any) -> dict[str, Any]:
-        _api_managed(session, org_id, kind, name, must_exist=False)
-        return put(session, org_id, spec, actor)
+    session: Any,
+    put: Callable[[Any, str, Any, str], dict[str, Any]],
+    org_id: str,
+    kind: str,
+    name: str,
+    spec: Any,
+    actor: str,
+) -> dict[str, Any]:
+    _api_managed(session, org_id, kind, name, must_exist=False)
+    return put(session, org_id, spec, actor)
 
-    return run
 
-
-def _disable(org_id: str, kind: str, name: str, actor: str) -> Work:
-    def run(session: Any) -> dict[str, Any]:
-        _api_managed(session, org_id, kind, name, must_exist=True)
-        return repo.disable_alert_object(session, org_id, kind, name, actor)
-
-    return run
+def _disable(session: Any, org_id: str, kind: str, name: str, actor: str) -> dict[str, Any]:
+    _api_managed(session, org_id, kind, name, must_exist=True)
+    return repo.disable_alert_object(session, org_id, kind, name, actor)
 
 
 async def _org(ctx: Context, admin: AdminPrincipal, organization: str | None) -> str:
@@ -233,14 +221,14 @@ async def put_receiver(
     """Create or replace (and re-enable) a receiver."""
     spec: ReceiverSpec = _spec(ReceiverSpec, ("name", name), body)
     org_id = await _org(ctx, admin, organization)
-    return _receiver(await ctx.write(_put(repo.put_receiver, org_id, "receiver", name, spec, admin.actor)))
+    return _receiver(await ctx.write(_put, repo.put_receiver, org_id, "receiver", name, spec, admin.actor))
 
 
 @router.delete("/receivers/{name}", response_model=Receiver)
 async def disable_receiver(ctx: Ctx, admin: Admin, name: PathRef, organization: Organization = None) -> Receiver:
     """Disable: nothing more is sent to it (pending deliveries to it fail)."""
     org_id = await _org(ctx, admin, organization)
-    return _receiver(await ctx.write(_disable(org_id, "receiver", name, admin.actor)))
+    return _receiver(await ctx.write(_disable, org_id, "receiver", name, admin.actor))
 
 
 # Rules
@@ -270,13 +258,13 @@ async def put_rule(
     spec: RuleSpec = _spec(RuleSpec, ("rule_id", rule_id), body)
     _scope_fields(spec)
     org_id = await _org(ctx, admin, organization)
-    return _rule(await ctx.write(_put(repo.put_rule, org_id, "rule", rule_id, spec, admin.actor)))
+    return _rule(await ctx.write(_put, repo.put_rule, org_id, "rule", rule_id, spec, admin.actor))
 
 
 @router.delete("/rules/{rule_id}", response_model=Rule)
 async def disable_rule(ctx: Ctx, admin: Admin, rule_id: PathRef, organization: Organization = None) -> Rule:
     org_id = await _org(ctx, admin, organization)
-    return _rule(await ctx.write(_disable(org_id, "rule", rule_id, admin.actor)))
+    return _rule(await ctx.write(_disable, org_id, "rule", rule_id, admin.actor))
 
 
 # Firings

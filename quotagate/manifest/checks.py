@@ -168,7 +168,7 @@ def _quotas(m: Manifest, op: str, quotas: list[Quota], ids: dict[ScopeType, set[
     identities: list[tuple[str, str]] = []
     for qi, q in enumerate(quotas):
         qp = f"{op}.quotas[{qi}]"
-        yield from _scope_reference(qp, q, ids)
+        yield from scope_reference(qp, q, ids)
         limits = (q.rpm_limit, q.tpm_limit, q.monthly_spend_limit, q.model_allowlist)
         if all(v is None for v in limits) and not q.prepaid:
             yield qp, "a quota needs one of rpm_limit, tpm_limit, monthly_spend_limit, prepaid or model_allowlist"
@@ -191,15 +191,18 @@ def _quotas(m: Manifest, op: str, quotas: list[Quota], ids: dict[ScopeType, set[
         yield path, message + "; give one of them a quota_id"
 
 
-def _scope_reference(path: str, item: Quota | AlertRule, ids: dict[ScopeType, set[str]]) -> Iterator[Finding]:
-    """The id field of the item's scope_type is given and names an object of the organization; no other is set."""
+def scope_reference(
+    path: str, item: Quota | AlertRule, ids: dict[ScopeType, set[str]] | None = None
+) -> Iterator[Finding]:
+    """The id field of the item's scope_type is given and names an object of the organization (one of `ids`;
+    None: not looked up, the admin API looks it up itself); no other is set."""
     wanted = _SCOPE_FIELD.get(item.scope_type)
     for scope, field in _SCOPE_FIELD.items():
         value = getattr(item, field)
         if field == wanted:
             if value is None:
                 yield f"{path}.{field}", f"required for scope_type {item.scope_type.value!r}"
-            elif value not in ids[scope]:
+            elif ids is not None and value not in ids[scope]:
                 yield _cross(f"{path}.{field}", f"unknown {scope.value} {value!r} in this organization")
         elif value is not None:
             yield f"{path}.{field}", f"not allowed for scope_type {item.scope_type.value!r}"
@@ -229,7 +232,7 @@ def _alerts(m: Manifest) -> Iterator[Finding]:
         ids = _scope_ids(org)
         for ri, rule in enumerate(org.alerts.rules):
             rp = f"{ap}.rules[{ri}]"
-            yield from _scope_reference(rp, rule, ids)
+            yield from scope_reference(rp, rule, ids)
             for i, name in enumerate(rule.receivers):
                 if name not in names:
                     yield _cross(f"{rp}.receivers[{i}]", f"unknown receiver {name!r}")

@@ -259,6 +259,13 @@ class Project(Strict):
     clients: list[Client] = []
 
 
+# The rule of the manifest and of the admin API (quotas_repo) alike.
+MODEL_SELECTORS_EXCLUSIVE = (
+    "model_allowlist and applies_to_models are exclusive: model_allowlist already limits only its models "
+    "(and refuses the others); use applies_to_models to limit some models without refusing any"
+)
+
+
 class Quota(Strict):
     quota_id: Identifier | None = None  # ext: stable identity; derived from the quota's shape when absent
     scope_type: ScopeType
@@ -280,10 +287,7 @@ class Quota(Strict):
     @model_validator(mode="after")
     def _one_model_selector(self) -> Quota:
         if self.model_allowlist is not None and self.applies_to_models is not None:
-            raise ValueError(
-                "model_allowlist and applies_to_models are exclusive: model_allowlist already limits only its "
-                "models (and refuses the others); use applies_to_models to limit some models without refusing any"
-            )
+            raise ValueError(MODEL_SELECTORS_EXCLUSIVE)
         return self
 
 

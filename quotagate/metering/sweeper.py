@@ -23,7 +23,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from decimal import Decimal
 
 from quotagate.apis import Provider
 from quotagate.gateway.config import ConfigCache
@@ -47,7 +46,7 @@ class Sweeper:
         counters: Counters,
         find_recorded: FindRecorded,
         sink: UsageSink,
-        config: ConfigCache | None = None,  # prices the prompt estimate; None: swept requests are charged nothing
+        config: ConfigCache,  # prices the prompt estimate
         interval_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -126,8 +125,6 @@ class Sweeper:
         )
 
     def _price(self, note: SweepNote, usage: Usage, reserved_nanos: int) -> CostBreakdown:
-        if self._config is None:
-            return NO_COST
         try:
             price = self._config.snapshot.prices.get((Provider(note.provider), note.model))
         except ValueError:  # a provider this version does not know
@@ -135,14 +132,13 @@ class Sweeper:
         if price is None:
             return NO_COST
         c = cost_of(usage, price)
-        if c.total_nanos > reserved_nanos:  # rates rose since admission: never charge beyond the reserved worst case
-            return CostBreakdown(
-                input=units(reserved_nanos),
-                total_nanos=reserved_nanos,
-                unit=c.unit,
-                rate_card_version=c.rate_card_version,
-            )
-        return CostBreakdown(c.input, Decimal(0), Decimal(0), Decimal(0), c.total_nanos, c.unit, c.rate_card_version)
+        capped = c.total_nanos > reserved_nanos  # rates rose since admission: never beyond the reserved worst case
+        return CostBreakdown(
+            input=units(reserved_nanos) if capped else c.input,
+            total_nanos=reserved_nanos if capped else c.total_nanos,
+            unit=c.unit,
+            rate_card_version=c.rate_card_version,
+        )
 
     async def resettle(self, settlements: Sequence[Settlement]) -> None:
         """Real figures that met a sweep's estimate in the usage store: make sure the counters hold them (a no-op

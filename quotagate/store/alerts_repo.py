@@ -382,13 +382,16 @@ def put_rule(session: Session, org_id: str, spec: RuleSpec, actor: str) -> dict[
 
 
 # The limit a rule measures against, as the manifest checks it: its scope must have a quota setting it.
-_RULE_LIMIT = {AlertKind.SPEND_CAP: Quota.monthly_spend_nanos, AlertKind.TPM_SATURATION: Quota.tpm_limit}
+_RULE_LIMIT = {
+    AlertKind.SPEND_CAP: (Quota.monthly_spend_nanos, "monthly_spend_limit"),
+    AlertKind.TPM_SATURATION: (Quota.tpm_limit, "tpm_limit"),
+}
 
 
 def _require_limit(session: Session, org_id: str, spec: RuleSpec, scope_id: str) -> None:
-    column = _RULE_LIMIT.get(spec.kind)
-    if column is None:
+    if spec.kind not in _RULE_LIMIT:
         return
+    column, limit = _RULE_LIMIT[spec.kind]
     found = session.scalar(
         select(func.count())
         .select_from(Quota)
@@ -396,7 +399,6 @@ def _require_limit(session: Session, org_id: str, spec: RuleSpec, scope_id: str)
         .where(Quota.scope_type == spec.scope_type.value, Quota.scope_id == scope_id)
     )
     if not found:
-        limit = "monthly_spend_limit" if spec.kind is AlertKind.SPEND_CAP else "tpm_limit"
         raise ConfigError(f"kind {spec.kind.value!r} needs an active quota with {limit} on this scope")
 
 

@@ -41,23 +41,8 @@ def set_provider_key(
             updated_at=now,
         )
         session.add(row)
-    before = {"source": row.source, "version": row.key_version}
-    row.ciphertext = box.seal(secret, provider.value)
-    row.source = "stored"
     # env_var stays: it is the manifest's `env:VAR`, used again after `clear_provider_key`.
-    row.key_version = (row.key_version or 0) + 1
-    row.updated_at = now
-    record_admin_action(
-        session,
-        actor=actor,
-        action="upstream.set_key",
-        target_type="provider_credential",
-        target_id=provider.value,
-        before=before,
-        after={"source": "stored", "version": row.key_version},
-        at=now,
-    )
-    bump_config_version(session, now)
+    _switch(session, row, box.seal(secret, provider.value), "stored", "upstream.set_key", actor=actor, now=now)
     return row.key_version
 
 
@@ -72,20 +57,35 @@ def clear_provider_key(session: Session, provider: Provider, *, actor: str, now:
             f"{provider.value} has no env:VAR reference to fall back to (the manifest declares it `stored`, or "
             "does not list it): store a new key with `quotagate upstream set-key` instead"
         )
+    _switch(session, row, None, "env", "upstream.clear_key", actor=actor, now=now, env_var=row.env_var)
+    return row.env_var
+
+
+def _switch(
+    session: Session,
+    row: ProviderCredential,
+    ciphertext: bytes | None,
+    source: str,
+    action: str,
+    *,
+    actor: str,
+    now: datetime,
+    **shown: str,
+) -> None:
+    """Put the key `source` (and `ciphertext`) in use as the next version, audited (`shown`: more of the
+    new state for the audit trail; never the secret), and tell every process."""
     before = {"source": row.source, "version": row.key_version}
-    row.ciphertext = None
-    row.source = "env"
-    row.key_version += 1
+    row.ciphertext, row.source = ciphertext, source
+    row.key_version = (row.key_version or 0) + 1
     row.updated_at = now
     record_admin_action(
         session,
         actor=actor,
-        action="upstream.clear_key",
+        action=action,
         target_type="provider_credential",
-        target_id=provider.value,
+        target_id=row.provider,
         before=before,
-        after={"source": "env", "env_var": row.env_var, "version": row.key_version},
+        after={"source": source, **shown, "version": row.key_version},
         at=now,
     )
     bump_config_version(session, now)
-    return row.env_var

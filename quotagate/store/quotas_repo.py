@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from quotagate.errors import ConfigError, ConflictError, NotFoundError
+from quotagate.manifest.schema import MODEL_SELECTORS_EXCLUSIVE
 from quotagate.models_catalog import split_model
 from quotagate.money import MAX_NANOS, nanos_from_units, units
 from quotagate.store.audit import record_admin_action
@@ -136,10 +137,7 @@ def _check_limits(q: Quota) -> None:
     if all(v is None for v in limits) and not q.prepaid:
         raise ConfigError("a quota needs one of rpm_limit, tpm_limit, monthly_spend_limit, prepaid or model_allowlist")
     if q.model_allowlist is not None and q.applies_to_models is not None:
-        raise ConfigError(
-            "model_allowlist and applies_to_models are exclusive: model_allowlist already limits only its models "
-            "(and refuses the others); use applies_to_models to limit some models without refusing any"
-        )
+        raise ConfigError(MODEL_SELECTORS_EXCLUSIVE)
     if q.monthly_spend_nanos is not None and q.monthly_spend_unit is None:
         raise ConfigError("monthly_spend_unit is required with monthly_spend_limit")
     if q.monthly_spend_nanos is None and q.monthly_spend_unit is not None:

@@ -20,9 +20,8 @@ def recorded_figures(db: Database, request_id: str, spool_dir: Path | None = Non
     try:
         with db.read() as session:
             event = session.get(UsageEvent, request_id)
-            if event is not None and (event.tags or {}).get(SWEPT_TAG) != "1":
-                tokens = event.input_tokens + event.cached_input_tokens + event.cache_write_tokens + event.output_tokens
-                return tokens, event.cost_nanos
+            if event is not None and not swept_row(event):
+                return row_tokens(event), event.cost_nanos
     except Exception as exc:  # the database is down: the spools may still know
         failure = exc
     if spool_dir is not None:
@@ -32,3 +31,13 @@ def recorded_figures(db: Database, request_id: str, spool_dir: Path | None = Non
     if failure is not None:
         raise failure
     return None
+
+
+def row_tokens(row: UsageEvent) -> int:
+    """A stored event's total tokens, all classes (``Usage.total_tokens``)."""
+    return row.input_tokens + row.cached_input_tokens + row.cache_write_tokens + row.output_tokens
+
+
+def swept_row(row: UsageEvent) -> bool:
+    """A stored sweeper's event (``UsageRecord.swept``): an estimate, not a record of the request's usage."""
+    return (row.tags or {}).get(SWEPT_TAG) == "1"

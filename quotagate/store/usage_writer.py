@@ -34,12 +34,13 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError
 from sqlalchemy.orm import Session
 
 from quotagate.limits.model import Settlement
-from quotagate.metering.record import SWEPT_TAG, UsageRecord
+from quotagate.metering.record import UsageRecord
 from quotagate.metrics import BACKEND_ERRORS, QUARANTINED, SPOOLED
 from quotagate.store.database import Database
 from quotagate.store.ledger_repo import NewEntry, append_entries
 from quotagate.store.spool import Quarantine, Spool
 from quotagate.store.tables import GatewayKey, LedgerEntry, UsageEvent
+from quotagate.store.usage_repo import row_tokens, swept_row
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -214,10 +215,10 @@ def write_events(session: Session, events: Sequence[UsageRecord]) -> Written:
         row = stored.get(rid)
         if row is None:
             fresh.append(e)
-        elif _swept_row(row) and not e.swept:
+        elif swept_row(row) and not e.swept:
             replacing.append((row, e))
             met[rid] = _of_record(e)
-        elif e.swept and not _swept_row(row):
+        elif e.swept and not swept_row(row):
             met[rid] = _of_row(row)
         # else: a replay of what is stored: dropped
     entries: dict[str, list[NewEntry]] = defaultdict(list)
@@ -250,10 +251,6 @@ def write_events(session: Session, events: Sequence[UsageRecord]) -> Written:
     return out
 
 
-def _swept_row(row: UsageEvent) -> bool:
-    return (row.tags or {}).get(SWEPT_TAG) == "1"
-
-
 def _settlement(
     request_id: str, org_id: str | None, decision: str, reserved: int, tokens: int, nanos: int
 ) -> Settlement | None:
@@ -269,9 +266,8 @@ def _of_record(e: UsageRecord) -> Settlement | None:
 
 
 def _of_row(row: UsageEvent) -> Settlement | None:
-    tokens = row.input_tokens + row.cached_input_tokens + row.cache_write_tokens + row.output_tokens
     reserved = row.reserved_tokens + row.reserved_nanos
-    return _settlement(row.request_id, row.organization_id, row.decision, reserved, tokens, row.cost_nanos)
+    return _settlement(row.request_id, row.organization_id, row.decision, reserved, row_tokens(row), row.cost_nanos)
 
 
 def _replace_row(row: UsageEvent, e: UsageRecord) -> None:

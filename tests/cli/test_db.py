@@ -13,19 +13,12 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from quotagate.cli.main import main
 from quotagate.errors import ConfigError
 from quotagate.store.database import Database
 from quotagate.store.db import alembic_config, current_revision, head_revision, make_engine
 from tests.conftest import REPO
+from tests.support.cli import run
 from tests.support.pg import PgDatabases
-
-
-def run(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -17,7 +17,14 @@ import pytest
 
 from tests.support.envoy import prepare_home, stack_manifest
 from tests.support.pg import PgDatabases
-from tests.support.scaled import free_ports_in_a_row, shared_backends
+from tests.support.scaled import (
+    chat_statuses,
+    decisions,
+    free_ports_in_a_row,
+    rpm_limit,
+    same_minute_ahead,
+    shared_backends,
+)
 from tests.support.throwaway import free_port, wait_port
 
 pytestmark = pytest.mark.envoy
@@ -201,14 +208,9 @@ def test_up_with_two_workers_on_postgres_and_redis_enforces_one_limit(
 ) -> None:
     from quotagate.fake_provider.testing import running_fake_provider
 
-    def rpm_3(doc: dict[str, object]) -> None:
-        doc["organizations"][0]["quotas"].append(  # type: ignore[index]
-            {"scope_type": "key", "key_id": "demo-key", "rpm_limit": 3}
-        )
-
     with running_fake_provider() as fake, shared_backends(tmp_path, pg_databases) as shared:
         credential = prepare_home(
-            shared.settings, stack_manifest(fake.base_url.removeprefix("http://"), edit=rpm_3), "demo-key"
+            shared.settings, stack_manifest(fake.base_url.removeprefix("http://"), edit=rpm_limit(3)), "demo-key"
         )
         listen = free_port()
         grpc_port, http_port = free_ports_in_a_row(2), free_ports_in_a_row(2)
@@ -219,19 +221,11 @@ def test_up_with_two_workers_on_postgres_and_redis_enforces_one_limit(
             banner = "\n".join(lines)
             metrics = re.search(r"metrics: (\S+)  (\S+)$", banner, re.M)
             assert metrics, banner
-            left = 60 - time.time() % 60
-            if left < 10:  # the six requests must share one RPM window
-                time.sleep(left + 0.1)
-            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}
-            headers = {"authorization": f"Bearer {credential}"}
-            statuses = [  # a connection each: Envoy spreads requests over both workers
-                httpx.post(f"http://127.0.0.1:{listen}/v1/chat/completions", json=body, headers=headers).status_code
-                for _ in range(6)
-            ]
+            same_minute_ahead(10)  # the six requests must share one RPM window
+            statuses = chat_statuses(f"http://127.0.0.1:{listen}", credential, 6)
             assert sorted(statuses) == [200, 200, 200, 429, 429, 429], statuses
             for url in metrics.groups():
-                decided = re.search(r"^quotagate_decision_seconds_count (\S+)$", httpx.get(url).text, re.M)
-                assert decided and float(decided.group(1)) > 0, f"{url}: this worker decided nothing"
+                assert decisions(url) > 0, f"{url}: this worker decided nothing"
         finally:
             proc.send_signal(signal.SIGINT)
             out, _ = proc.communicate(timeout=60)

@@ -12,23 +12,16 @@ from sqlalchemy.engine import make_url
 
 from quotagate.apis import Provider
 from quotagate.app import open_app
-from quotagate.cli.main import main
 from quotagate.secret_box import new_master_key
 from quotagate.store.snapshot_loader import load_snapshot
 from quotagate.upstream_keys import ProviderKeys
 from tests.conftest import EXAMPLES
 from tests.store.test_manifest_apply import dump_db
+from tests.support.cli import run
 from tests.support.pg import PgDatabases
 
 SECRET = "sk-proj-Quotagate-test-8f41c2d9e0b7a6"
 FROM_ENV = "sk-proj-manifest-env-key-55aa"
-
-
-def run(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
 
 
 @pytest.fixture

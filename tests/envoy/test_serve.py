@@ -10,11 +10,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 import httpx
@@ -28,17 +27,21 @@ from quotagate.fake_provider.testing import running_fake_provider
 from quotagate.settings import load_settings
 from quotagate.store.tables import UsageEvent
 from tests.support.envoy import (
-    RenderOptions,
-    free_port,
     prepare_home,
-    render_envoy_config,
-    running_envoy,
+    running_front_envoy,
     running_serve_process,
     stack_manifest,
     stored_snapshot,
 )
 from tests.support.pg import PgDatabases
-from tests.support.scaled import free_ports_in_a_row, shared_backends
+from tests.support.scaled import (
+    chat_statuses,
+    decisions,
+    free_ports_in_a_row,
+    rpm_limit,
+    same_minute_ahead,
+    shared_backends,
+)
 
 pytestmark = pytest.mark.envoy
 PROMPT = [{"role": "user", "content": "Count slowly."}]
@@ -52,12 +55,8 @@ def test_health_then_sigterm_lets_a_stream_finish_records_it_then_envoy_fails_cl
             with grpc.insecure_channel(serve.grpc_address) as channel:  # health shares the port
                 reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
-            listen, admin = free_port(), free_port()
-            options = RenderOptions(
-                listen=("127.0.0.1", listen), grpc_endpoints=(serve.grpc_address,), admin_port=admin
-            )
-            config = render_envoy_config(stored_snapshot(settings), options)
-            with running_envoy(config, workdir=tmp_path / "envoy", listen_port=listen, admin_port=admin) as envoy:
+            snapshot = stored_snapshot(settings)
+            with running_front_envoy(snapshot, tmp_path / "envoy", grpc_endpoints=(serve.grpc_address,)) as envoy:
                 client = openai.OpenAI(base_url=envoy.url + "/v1", api_key=credential, max_retries=0)
                 raw = client.chat.completions.with_raw_response.create(
                     model="gpt-4o-mini",
@@ -147,18 +146,6 @@ def supervising(workdir: Path, env: dict[str, str], *args: str) -> Iterator[Supe
             process.wait()
 
 
-def _rpm_limit(limit: int) -> Callable[[dict[str, Any]], None]:
-    def edit(doc: dict[str, Any]) -> None:
-        doc["organizations"][0]["quotas"].append({"scope_type": "key", "key_id": "demo-key", "rpm_limit": limit})
-
-    return edit
-
-
-def _decisions(http: str) -> int:
-    found = re.search(r"^quotagate_decision_seconds_count (\S+)$", httpx.get(f"http://{http}/metrics").text, re.M)
-    return int(float(found.group(1))) if found else 0
-
-
 def _ready(http: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -180,26 +167,12 @@ def _gone(pid: int) -> bool:
     return False
 
 
-def _statuses(url: str, credential: str, count: int) -> list[int]:
-    """`count` chat requests, each on a connection of its own (Envoy balances per request over its gRPC pool)."""
-    body = {"model": "gpt-4o-mini", "messages": PROMPT}
-    headers = {"authorization": f"Bearer {credential}"}
-    return [httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers).status_code for _ in range(count)]
-
-
-def _same_minute_ahead(seconds: float) -> None:
-    """Wait out a minute boundary closer than `seconds`: an RPM window must hold the whole exchange."""
-    left = 60 - time.time() % 60
-    if left < seconds:
-        time.sleep(left + 0.1)
-
-
 @pytest.mark.postgres
 def test_two_workers_share_one_limit_a_dead_one_is_restarted_and_sigterm_stops_both(
     tmp_path: Path, pg_databases: PgDatabases
 ) -> None:
     with running_fake_provider() as fake, shared_backends(tmp_path, pg_databases) as shared:
-        manifest = stack_manifest(fake.base_url.removeprefix("http://"), edit=_rpm_limit(3))
+        manifest = stack_manifest(fake.base_url.removeprefix("http://"), edit=rpm_limit(3))
         credential = prepare_home(shared.settings, manifest, "demo-key")
         grpc, http = free_ports_in_a_row(2), free_ports_in_a_row(2)
         with supervising(
@@ -207,20 +180,16 @@ def test_two_workers_share_one_limit_a_dead_one_is_restarted_and_sigterm_stops_b
         ) as serve:
             serve.wait_for("gRPC listening on", count=2)
             https = [f"127.0.0.1:{http + i}" for i in range(2)]
+            metrics = [f"http://{address}/metrics" for address in https]
             for address in https:
                 _ready(address)
-            listen, admin = free_port(), free_port()
-            options = RenderOptions(
-                listen=("127.0.0.1", listen),
-                grpc_endpoints=(f"127.0.0.1:{grpc}", f"127.0.0.1:{grpc + 1}"),
-                admin_port=admin,
-            )
-            config = render_envoy_config(stored_snapshot(shared.settings), options)
-            with running_envoy(config, workdir=tmp_path / "envoy", listen_port=listen, admin_port=admin) as envoy:
-                _same_minute_ahead(10)
-                statuses = _statuses(envoy.url, credential, 6)
+            grpcs = (f"127.0.0.1:{grpc}", f"127.0.0.1:{grpc + 1}")
+            snapshot = stored_snapshot(shared.settings)
+            with running_front_envoy(snapshot, tmp_path / "envoy", grpc_endpoints=grpcs) as envoy:
+                same_minute_ahead(10)
+                statuses = chat_statuses(envoy.url, credential, 6, PROMPT)
                 assert sorted(statuses) == [200, 200, 200, 429, 429, 429], statuses  # one limit for both
-                assert all(_decisions(address) > 0 for address in https), "Envoy used both workers"
+                assert all(decisions(url) > 0 for url in metrics), "Envoy used both workers"
 
                 first = serve.worker_pid(1)
                 os.kill(first, signal.SIGKILL)
@@ -229,9 +198,9 @@ def test_two_workers_share_one_limit_a_dead_one_is_restarted_and_sigterm_stops_b
                 _ready(https[1])
                 assert serve.worker_pid(1) != first
                 deadline = time.monotonic() + 30  # until Envoy's health check takes the new process back
-                while _decisions(https[1]) == 0:
+                while decisions(metrics[1]) == 0:
                     assert time.monotonic() < deadline, "the restarted worker never decided"
-                    assert set(_statuses(envoy.url, credential, 2)) <= {200, 429}
+                    assert set(chat_statuses(envoy.url, credential, 2, PROMPT)) <= {200, 429}
 
             pids = [serve.worker_pid(i) for i in range(2)]
             serve.process.send_signal(signal.SIGTERM)

@@ -25,14 +25,11 @@ from quotagate.settings import load_settings
 from quotagate.store.tables import AdminAuditEvent
 from tests.http.conftest import admin_token, bearer
 from tests.http.threaded import serving_in_thread
-from tests.support.envoy import (  # after its import of the Envoy config renderer, which silences its warnings
+from tests.support.envoy import (
     PROVIDER_KEYS,
     EnvoyProcess,
-    RenderOptions,
-    free_port,
     prepare_home,
-    render_envoy_config,
-    running_envoy,
+    running_front_envoy,
     running_serve_process,
     stack_manifest,
     stored_snapshot,
@@ -64,19 +61,14 @@ def stack(tmp_path: Path, isolated_home: Path) -> Iterator[Stack]:
         with (
             running_serve_process(isolated_home, log_path=serve_log, extra_env=env) as serve,
             serving_in_thread(settings) as api,
-        ):
-            listen, admin_port = free_port(), free_port()
-            options = RenderOptions(
-                listen=("127.0.0.1", listen),
+            running_front_envoy(
+                snapshot,
+                tmp_path / "envoy",
                 grpc_endpoints=(serve.grpc_address,),
                 http_side=("127.0.0.1", int(api.url.rsplit(":", 1)[1])),
-                admin_port=admin_port,
-            )
-            workdir = tmp_path / "envoy"
-            with running_envoy(
-                render_envoy_config(snapshot, options), workdir=workdir, listen_port=listen, admin_port=admin_port
-            ) as envoy:
-                yield Stack(fake, envoy, credential, [serve_log, envoy.log_path, envoy.access_log_path])
+            ) as envoy,
+        ):
+            yield Stack(fake, envoy, credential, [serve_log, envoy.log_path, envoy.access_log_path])
 
 
 def upstream_key(stack: Stack, client: openai.OpenAI) -> str:

@@ -7,7 +7,6 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from quotagate.cli.main import main
 from quotagate.ledger.chain import GLOBAL_CHAIN
 from quotagate.ledger.checkpoint import KeyRing
 from quotagate.secret_box import new_master_key
@@ -16,6 +15,7 @@ from quotagate.store.database import Database
 from quotagate.store.ledger_audit import chain_orgs, verify_org
 from quotagate.store.tables import AdminAuditEvent, LedgerEntry
 from tests.conftest import EXAMPLES
+from tests.support.cli import run
 
 
 def entries(db: Database, org: str) -> list[LedgerEntry]:
@@ -83,13 +83,6 @@ def test_sqlite_appends_refuse_a_deferred_transaction(tmp_path: object) -> None:
     with pytest.raises(RuntimeError, match="IMMEDIATE"), db.transaction(immediate=False) as session:
         record_admin_action(session, actor="a", action="b", target_type="c", target_id=None, organization_id="acme")
     db.close()
-
-
-def run(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
 
 
 def test_cli_admin_commands_extend_the_chains(use_database: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,21 +11,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import delete
 
-from quotagate.cli.main import main
 from quotagate.ledger.checkpoint import key_id, load_private_key, public_pem
 from quotagate.store.database import Database
 from quotagate.store.tables import LedgerCheckpoint
 from tests.ledger import chains as c
 from tests.ledger.chains import ORG
+from tests.support.cli import run
 
 OK, BROKEN, USAGE, NOT_FOUND = 0, 1, 2, 3
-
-
-def run(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from quotagate.cli.main import main
 from quotagate.manifest.load import ManifestError, load_file, load_text
 from tests.conftest import EXAMPLES
+from tests.support.cli import run
 
 BAD = Path(__file__).with_name("bad")
 # JSON has no comments, so JSON fixtures carry their expectation here.
@@ -93,7 +93,7 @@ def test_a_type_error_does_not_hide_a_duplicate_key_id(tmp_path: Path) -> None:
         "organizations[0].projects[0].clients[0].api_keys[1].key_id: duplicate key id 'da-sk-acme-team' "
         "(first at organizations[0].projects[0].clients[0].api_keys[0].key_id)",
     ]
-    assert _run(["manifest", "validate", str(bad)]) == 2
+    assert run(["manifest", "validate", str(bad)]) == 2
 
 
 def test_reference_checks_on_the_valid_parts_report_original_paths() -> None:
@@ -142,23 +142,16 @@ def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:
 
 
 def test_cli_validate_exits_2_and_names_the_path(capsys: pytest.CaptureFixture[str]) -> None:
-    code = _run(["manifest", "validate", str(BAD / "duplicate-key-id.yaml")])
+    code = run(["manifest", "validate", str(BAD / "duplicate-key-id.yaml")])
     assert code == 2
     err = capsys.readouterr().err
     assert "organizations[0].projects[0].clients[0].api_keys[1].key_id: duplicate key id 'da-sk-acme-team'" in err
 
 
 def test_cli_validate_json_lists_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _run(["manifest", "validate", "--json", str(BAD / "route-unknown-upstream.yaml")]) == 2
+    assert run(["manifest", "validate", "--json", str(BAD / "route-unknown-upstream.yaml")]) == 2
     out = json.loads(capsys.readouterr().out)
     assert out == {
         "valid": False,
         "errors": [{"path": "deployment.gateway.routes[0].upstream", "message": "unknown upstream 'openai_typo'"}],
     }
-
-
-def _run(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)

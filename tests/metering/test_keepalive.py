@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from dataclasses import replace
 from decimal import Decimal
 
 from quotagate.apis import Api, Provider
@@ -20,6 +21,7 @@ from quotagate.metering.sweeper import Sweeper
 from quotagate.snapshot import Price, Snapshot
 from quotagate.store.counters_memory import MemoryCounters
 from tests.metering.test_meter import ListSink
+from tests.metering.test_meter import ticket as meter_ticket
 
 T0 = 1_800_000_000.0
 TTL = 60
@@ -44,22 +46,9 @@ class NoBaseline:
 
 
 def ticket(rid: str) -> Ticket:
-    return Ticket(
-        request_id=rid,
-        started_at=T0,
-        org_id="o",
-        project_id="p",
-        client_id="c",
-        key_id="k",
-        provider=Provider.OPENAI,
-        api=Api.OPENAI_CHAT,
-        model="gpt-4o",
-        model_requested="gpt-4o",
-        stream=True,
-        reservation_id=rid,
-        reserved_tokens=1000,
-        reserved_nanos=10**7,
-        prompt_estimate=100,
+    streamed = meter_ticket(Provider.OPENAI, Api.OPENAI_CHAT, "gpt-4o", stream=True, prompt_estimate=100)
+    return replace(
+        streamed, request_id=rid, reservation_id=rid, started_at=T0, reserved_tokens=1000, reserved_nanos=10**7
     )
 
 

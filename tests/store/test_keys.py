@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from quotagate.app import open_app
-from quotagate.cli.main import main
 from quotagate.identity.authenticate import AuthFailure, Identity, authenticate
 from quotagate.identity.credentials import Credential, SecretHasher, parse_credential
 from quotagate.store import keys_repo
@@ -19,15 +18,9 @@ from quotagate.store.snapshot_loader import load_snapshot
 from quotagate.store.tables import GatewayKey
 from tests.conftest import EXAMPLES
 from tests.store.test_manifest_apply import dump_db
+from tests.support.cli import run
 
 KEY = "da-sk-acme-team"
-
-
-def run(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
 
 
 @pytest.fixture

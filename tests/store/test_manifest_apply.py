@@ -10,20 +10,13 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from quotagate.cli.main import main
 from quotagate.store import tables as t
 from quotagate.store import tenancy_repo
 from quotagate.store.database import Database
 from tests.conftest import EXAMPLES
 from tests.manifest.test_bad_manifests import BAD, expected_error
+from tests.support.cli import run
 from tests.support.pg import PgDatabases
-
-
-def run(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
 
 
 def dump_db(url: str) -> dict[str, list[dict[str, Any]]]:

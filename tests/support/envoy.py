@@ -165,6 +165,16 @@ def running_envoy(
         _stop(process)
 
 
+@contextmanager
+def running_front_envoy(snapshot: Snapshot, workdir: Path, **options: Any) -> Iterator[EnvoyProcess]:
+    """Envoy as `quotagate envoy render` configures it for `snapshot`, listening on free loopback ports;
+    `options`: the other RenderOptions (grpc_endpoints, http_side, ...)."""
+    listen, admin = free_port(), free_port()
+    config = render_envoy_config(snapshot, RenderOptions(listen=("127.0.0.1", listen), admin_port=admin, **options))
+    with running_envoy(config, workdir=workdir, listen_port=listen, admin_port=admin) as envoy:
+        yield envoy
+
+
 def _wait_ready(envoy: EnvoyProcess) -> None:
     deadline = time.monotonic() + _READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -448,20 +458,16 @@ def running_stack(
         stack.callback(server.stop)
         if server.http_url is not None:
             _wait_http(server.http_url + "/healthz")
-        listen, admin = free_port(), free_port()
-        options = RenderOptions(
-            listen=("127.0.0.1", listen),
-            grpc_endpoints=(grpc_address,),
-            check_endpoints=(server.check_address,) if server.check_address else (),
-            admin_port=admin,
-            max_request_bytes=config.max_request_bytes,
-            http_side=("127.0.0.1", int(server.http_url.rsplit(":", 1)[1])) if server.http_url else None,
-            **({"ca_file": str(fake.ca_file)} if tls_name is not None else {}),
-            **(render or {}),
-        )
         envoy = stack.enter_context(
-            running_envoy(
-                render_envoy_config(snapshot, options), workdir=workdir / "envoy", listen_port=listen, admin_port=admin
+            running_front_envoy(
+                snapshot,
+                workdir / "envoy",
+                grpc_endpoints=(grpc_address,),
+                check_endpoints=(server.check_address,) if server.check_address else (),
+                max_request_bytes=config.max_request_bytes,
+                http_side=("127.0.0.1", int(server.http_url.rsplit(":", 1)[1])) if server.http_url else None,
+                **({"ca_file": str(fake.ca_file)} if tls_name is not None else {}),
+                **(render or {}),
             )
         )
         yield GatewayStack(config, fake, envoy, grpc_address, server, credential)

@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from quotagate.settings import Settings, load_settings
 from tests.reliability.conftest import require_redis
@@ -73,3 +78,39 @@ def _free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+# -- one limit shared by every worker
+
+
+def rpm_limit(limit: int) -> Callable[[dict[str, Any]], None]:
+    """Manifest edit: demo-key may make `limit` requests a minute."""
+
+    def edit(doc: dict[str, Any]) -> None:
+        doc["organizations"][0]["quotas"].append({"scope_type": "key", "key_id": "demo-key", "rpm_limit": limit})
+
+    return edit
+
+
+def same_minute_ahead(seconds: float) -> None:
+    """Wait out a minute boundary closer than `seconds`: an RPM window must hold the whole exchange."""
+    left = 60 - time.time() % 60
+    if left < seconds:
+        time.sleep(left + 0.1)
+
+
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+def chat_statuses(url: str, credential: str, count: int, messages: list[dict[str, str]] = HELLO) -> list[int]:
+    """`count` chat requests to the gateway at `url`, each on a connection of its own (Envoy balances connections
+    over the workers), and their statuses."""
+    body = {"model": "gpt-4o-mini", "messages": messages}
+    headers = {"authorization": f"Bearer {credential}"}
+    return [httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers).status_code for _ in range(count)]
+
+
+def decisions(metrics_url: str) -> int:
+    """How many Check decisions the worker serving `metrics_url` made (0 before its first)."""
+    found = re.search(r"^quotagate_decision_seconds_count (\S+)$", httpx.get(metrics_url).text, re.M)
+    return int(float(found.group(1))) if found else 0
