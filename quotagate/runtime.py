@@ -134,6 +134,14 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
     sink = MetricsSink(AccessLogSink(writer))
     prompt_log = PromptLogWriter(db, lambda project_id: config.snapshot.governance.project(project_id))
     nonces = open_nonces(s)
+    # Swept requests get an event, an access line and metrics like any other (the sink).
+    sweeper = Sweeper(
+        counters=counters,
+        find_recorded=lambda rid: recorded_figures(db, rid, s.home / "spool"),
+        sink=sink,
+        config=config,
+        interval_s=min(5.0, s.reservation_ttl_s / 4),
+    )
     gatekeeper = Gatekeeper(
         config=config,
         hasher=app.hasher,
@@ -145,6 +153,7 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
         clock=time.time,
         content=prompt_log,
         nonces=nonces,
+        settle_later=sweeper.retry_later,
     )
     services = MeterServices(
         config=config,
@@ -153,14 +162,7 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
         content=prompt_log,
         spend_timezone=s.spend_timezone,
         open_reservations=OpenReservations(counters, s.reservation_ttl_s),
-    )
-    # Swept requests get an event, an access line and metrics like any other (the sink).
-    sweeper = Sweeper(
-        counters=counters,
-        find_recorded=lambda rid: recorded_figures(db, rid, s.home / "spool"),
-        sink=sink,
-        config=config,
-        interval_s=min(5.0, s.reservation_ttl_s / 4),
+        settle_later=sweeper.retry_later,
     )
     return GatewayRuntime(
         app,

@@ -32,7 +32,7 @@ from quotagate.governance.replay import NonceStore
 from quotagate.identity.authenticate import AuthFailure, authenticate
 from quotagate.identity.credentials import CREDENTIAL_HEADERS, SecretHasher, credential_from_headers
 from quotagate.identity.throttle import FailedAuthThrottle
-from quotagate.limits.model import Counters, Decision, LimitKind, ReservationRequest
+from quotagate.limits.model import Counters, Decision, LimitKind, ReservationRequest, Settlement
 from quotagate.metering.record import UsageRecord, UsageSink
 from quotagate.metering.sweep_note import SweepNote
 from quotagate.metrics import ADMITTED_WITHOUT_LIMITS, BACKEND_ERRORS, DECISION_SECONDS
@@ -76,6 +76,7 @@ class Gatekeeper:
         clock: Callable[[], float] = time.time,
         content: ContentSink | None = None,
         nonces: NonceStore | None = None,
+        settle_later: Callable[[Settlement], None] | None = None,
     ) -> None:
         self._config = config
         self._hasher = hasher
@@ -88,6 +89,8 @@ class Gatekeeper:
         self._zone = ZoneInfo(settings.spend_timezone)
         self._governance = GovernanceGate(settings, nonces=nonces)  # nonces: in process unless given
         self._content = content  # logged prompts (per project policy); None: never logged
+        # A reserve that timed out may still have landed: released at zero soon, not held until it expires.
+        self._settle_later = settle_later
 
     async def check(self, req: CheckInput) -> Outcome:
         started = time.perf_counter()
@@ -233,6 +236,8 @@ class Gatekeeper:
                 )
             except BackendUnavailable as exc:
                 BACKEND_ERRORS.labels("counters").inc()
+                if self._settle_later is not None:
+                    self._settle_later(Settlement(reservation_id, identity.org.id, 0, 0))
                 if route.auth_fail_closed:
                     log.error("counter backend unavailable, failing closed: %s", exc)
                     return refuse_known(

@@ -38,6 +38,8 @@ class MeterServices:
     content: ContentSink | None = None  # logged prompts: gets the response text (per project policy)
     spend_timezone: str = "UTC"  # whose calendar month a request's spend counts in (Settings.spend_timezone)
     open_reservations: OpenReservations | None = None  # keeps an open meter's reservation from being swept
+    # Takes a settlement that failed (backend slow or down) to retry it within seconds rather than at expiry.
+    settle_later: Callable[[Settlement], None] | None = None
 
 
 class Meter:
@@ -160,14 +162,17 @@ class Meter:
         t = self.ticket
         if not t.reservation_id:
             return
+        settlement = Settlement(
+            t.reservation_id, t.org_id, record.usage.total_tokens, record.cost.total_nanos, self._admission()
+        )
         try:
-            await self._services.counters.settle(
-                Settlement(
-                    t.reservation_id, t.org_id, record.usage.total_tokens, record.cost.total_nanos, self._admission()
-                )
-            )
-        except Exception as exc:  # the sweeper settles it when it expires; metering never blocks traffic
-            log.warning("settling %s failed (%s); the sweeper will reconcile it", t.reservation_id, exc)
+            await self._services.counters.settle(settlement)
+        except Exception as exc:  # retried later; metering never blocks traffic
+            log.warning("settling %s failed (%s); retrying it from the sweeper", t.reservation_id, exc)
+            if self._services.settle_later is not None:
+                # Without the admission: if the reservation is gone by then, the attempt that timed out settled
+                # it, or Redis restarted and re-seeds from the recorded event; counting it again would be twice.
+                self._services.settle_later(replace(settlement, admission=None))
 
     def _admission(self) -> Admission | None:
         """Where the request was counted, so the settlement still lands if the backend lost the reservation."""

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # (tokens, charged nanos) of a recorded (not swept) request, or None; may raise when the store is unreachable
 FindRecorded = Callable[[str], tuple[int, int] | None]
 SWEPT_ERROR = "reservation expired unsettled: the process handling it stopped"
+MAX_UNSETTLED = 10_000  # failed settlements kept for retry (each is idempotent; see retry_later)
 
 
 class Sweeper:
@@ -146,17 +147,38 @@ class Sweeper:
         for settlement in settlements:
             await self._settle(settlement)
 
+    @property
+    def retrying(self) -> int:
+        """Settlements that failed and wait for the next round."""
+        return len(self._unsettled)
+
+    def retry_later(self, settlement: Settlement) -> None:
+        """A settlement that failed elsewhere (a meter's): retried on the next round. Past the bound, the oldest
+        are dropped: each still holds its reservation, which expires and is reconciled from its recorded event."""
+        self._unsettled.append(settlement)
+        if len(self._unsettled) > MAX_UNSETTLED:
+            dropped = len(self._unsettled) - MAX_UNSETTLED
+            del self._unsettled[:dropped]
+            log.warning("%d failed settlements left to their reservations' expiry (retry list full)", dropped)
+
     async def _settle(self, settlement: Settlement) -> None:
+        if not await self._settled(settlement):
+            self.retry_later(settlement)
+
+    async def _settled(self, settlement: Settlement) -> bool:
         try:
             await self._counters.settle(settlement)
         except Exception as exc:
-            log.warning("settling swept reservation %s failed (%s); retrying", settlement.reservation_id, exc)
-            self._unsettled.append(settlement)
+            log.warning("settling reservation %s failed (%s); retrying", settlement.reservation_id, exc)
+            return False
+        return True
 
     async def _retry_unsettled(self) -> None:
         pending, self._unsettled = self._unsettled, []
-        for settlement in pending:
-            await self._settle(settlement)
+        for i, settlement in enumerate(pending):
+            if not await self._settled(settlement):  # the backend is still away: keep the rest for next round
+                self._unsettled[:0] = pending[i:]
+                return
 
     async def run(self) -> None:
         while True:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -13,10 +15,12 @@ from sqlalchemy import select
 
 from quotagate.apis import Provider
 from quotagate.app import open_app
-from quotagate.errors import ConfigError
+from quotagate.errors import BackendUnavailable, ConfigError
 from quotagate.gateway.outcome import Allow, Deny
+from quotagate.limits.model import Decision, ReservationRequest
 from quotagate.manifest.load import load_text
 from quotagate.metrics import REGISTRY
+from quotagate.policy import limit_checks, quotas_of
 from quotagate.store.credentials_repo import set_provider_key
 from quotagate.store.tables import UsageEvent
 from tests.support.gateway import (
@@ -168,6 +172,44 @@ async def test_a_route_may_admit_unlimited_while_the_counter_backend_is_down(fai
         assert (event.decision, event.status, event.tags["limits"]) == ("allowed", 200, "unavailable")
         assert event.cost_nanos > 0  # still metered and priced
         assert admitted == 1
+
+
+async def test_a_reserve_that_timed_out_after_landing_is_released_on_the_next_sweep_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis ran the reserve script but answered after the client's timeout: the request is refused (503), so
+    the reservation it left must not hold the worst case until it expires (nor be charged when swept)."""
+    apply_manifest(manifest_text())
+    cred = issue_key("demo-key")
+    async with running_runtime() as rt:
+        real_reserve = rt.counters.reserve
+
+        async def landed_then_timed_out(request: ReservationRequest) -> Decision:
+            await real_reserve(request)
+            raise BackendUnavailable("Redis at 127.0.0.1:6379 did not answer reserve within 250 ms")
+
+        monkeypatch.setattr(rt.counters, "reserve", landed_then_timed_out)
+        out = await rt.gatekeeper.check(chat_request(cred))
+        assert isinstance(out, Deny) and (out.status, out.reason) == (503, "limits_unavailable")
+        rt.writer.flush()
+        with rt.app.db.read() as session:
+            (event,) = session.scalars(select(UsageEvent)).all()
+        snap = rt.config.snapshot
+        checks = limit_checks(
+            quotas_of(snap, event.organization_id, event.project_id, event.client_id, event.key_id), "gpt-4o-mini"
+        )
+        assert any(c.spend_limit_nanos is not None for c in checks)
+        month = datetime.now(UTC).strftime("%Y-%m")
+
+        async def spend() -> list[int]:
+            states = await rt.counters.state(event.organization_id, checks, time.time(), month)
+            return [st.spend_this_month_nanos for st in states]
+
+        assert any(await spend())  # the landed reservation holds its worst case
+        assert rt.sweeper.retrying == 1
+        await rt.sweeper.sweep_once()
+        assert await spend() == [0] * len(checks)  # released at zero: a refused request costs nothing
+        assert rt.sweeper.retrying == 0 and event.cost_nanos == 0
 
 
 def _closed_port() -> int:

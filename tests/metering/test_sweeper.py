@@ -170,6 +170,67 @@ async def test_a_kill_between_spooling_and_settling_is_settled_from_the_spooled_
     assert chain_verifies(rt)
 
 
+class SlowThenBack:
+    """Counters that time out on the first `failures` settlements (Redis slow), then are the runtime's again."""
+
+    def __init__(self, real: object, failures: int) -> None:
+        self._real, self.failures = real, failures
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+    async def settle(self, settlement: Settlement) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise TimeoutError("Redis did not answer settle within 250 ms")
+        return await self._real.settle(settlement)  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_a_settlement_that_timed_out_is_retried_on_the_next_round_not_at_expiry(
+    rt: GatewayRuntime, credential: str
+) -> None:
+    ticket = await admit(rt, credential)
+    before_admission = [n - ticket.reserved_nanos for n in await spend(rt, ticket)]
+    flaky = SlowThenBack(rt.counters, failures=2)
+    now_sweeper = Sweeper(
+        counters=flaky,  # type: ignore[arg-type]
+        find_recorded=lambda rid: None,
+        sink=rt.meter_services.sink,
+        config=rt.config,
+    )
+    services = replace(rt.meter_services, counters=flaky, settle_later=now_sweeper.retry_later)  # type: ignore[arg-type]
+    record = await respond(Meter(ticket, services))
+    assert record.cost.total_nanos == REAL_NANOS
+    assert await spend(rt, ticket) == [n + ticket.reserved_nanos for n in before_admission]  # still the worst case
+
+    assert await now_sweeper.sweep_once() == 0  # nothing expired; the retry times out again and is kept
+    assert await spend(rt, ticket) == [n + ticket.reserved_nanos for n in before_admission]
+    assert await now_sweeper.sweep_once() == 0  # the backend answers: settled with the real figures
+    assert await spend(rt, ticket) == [n + REAL_NANOS for n in before_admission]
+    assert await now_sweeper.sweep_once() == 0
+    assert await spend(rt, ticket) == [n + REAL_NANOS for n in before_admission]  # once only
+    assert await sweeper_after_ttl(rt).sweep_once() == 0  # no reservation left for the expiry sweep
+
+
+async def test_retries_stop_at_the_first_failure_of_a_round_and_the_list_is_bounded(
+    rt: GatewayRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flaky = SlowThenBack(rt.counters, failures=1)
+    sweeper = Sweeper(counters=flaky, find_recorded=lambda rid: None, sink=rt.meter_services.sink, config=rt.config)  # type: ignore[arg-type]
+    pending = [Settlement(f"r{i}", ORG, 1, 1) for i in range(5)]
+    for s in pending:
+        sweeper.retry_later(s)
+    await sweeper.sweep_once()  # the first times out: the other four are not tried (each would wait its timeout)
+    assert flaky.failures == 0 and sweeper._unsettled == pending
+    await sweeper.sweep_once()
+    assert sweeper.retrying == 0
+
+    monkeypatch.setattr("quotagate.metering.sweeper.MAX_UNSETTLED", 3)
+    for s in pending:
+        sweeper.retry_later(s)
+    assert sweeper._unsettled == pending[2:]  # the oldest dropped: their reservations expire and are reconciled
+
+
 def _record_of(rt: GatewayRuntime, rid: str) -> UsageRecord:
     (e,) = events(rt, rid)
     return UsageRecord(
