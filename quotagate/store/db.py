@@ -10,19 +10,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from quotagate.errors import BackendUnavailable, ConfigError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+# The newest migration's revision (tests/store/test_migrations.py checks it against the scripts). A constant, so a
+# gateway whose schema is current never imports Alembic (~12 MB of a process's memory).
+SCHEMA_HEAD = "0003"
 # pg_advisory_xact_lock key of schema migrations: any constant, the same in every Quotagate process.
 MIGRATION_LOCK_ID = 0x51475F4D  # "QG_M"
 
@@ -66,6 +68,8 @@ def _sqlite_begin(conn: Any) -> None:
 
 def alembic_config(engine: Engine, connection: Connection | None = None) -> Config:
     """Alembic's config; with `connection`, migrations run on it, inside its open transaction."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -79,11 +83,17 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def _revision(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn).get_current_revision()
+    """The schema's revision as Alembic records it (one linear history: one row)."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return None if revision is None else str(revision)
 
 
-def head_revision(engine: Engine) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+def _migrate(engine: Engine, conn: Connection) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(engine, conn), "head")
 
 
 @contextmanager
@@ -103,7 +113,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     try:
         with _migration_lock(engine) as conn:
             before = _revision(conn)
-            command.upgrade(alembic_config(engine, conn), "head")
+            _migrate(engine, conn)
             return before, _revision(conn)
     except OperationalError as exc:
         raise BackendUnavailable(f"database unreachable: {exc.orig}") from exc
@@ -112,7 +122,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
 def ensure_schema(engine: Engine) -> None:
     """Upgrade an empty database automatically; refuse to run on an out-of-date non-empty one."""
     try:
-        head = head_revision(engine)
+        head = SCHEMA_HEAD
         current = current_revision(engine)
         if current is None:
             with _migration_lock(engine) as conn:
@@ -122,7 +132,7 @@ def ensure_schema(engine: Engine) -> None:
                         raise ConfigError(
                             "the database has tables but no Quotagate schema version; is it the right database?"
                         )
-                    command.upgrade(alembic_config(engine, conn), "head")
+                    _migrate(engine, conn)
                     current = _revision(conn)
         if current != head:
             raise ConfigError(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from quotagate.ledger.chain import GENESIS, Entry, seal
@@ -54,9 +54,16 @@ def chain_head(session: Session, org_id: str) -> tuple[int, str]:
     return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
 
-def append_entries(
-    session: Session, org_id: str, items: list[NewEntry], now: datetime | None = None
-) -> list[LedgerEntry]:
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """A row append_entries wrote."""
+
+    id: int
+    seq: int
+    hash: str
+
+
+def append_entries(session: Session, org_id: str, items: list[NewEntry], now: datetime | None = None) -> list[Appended]:
     """Append `items` to the organization's chain in the caller's transaction; returns the new rows."""
     if not items:
         return []
@@ -64,25 +71,25 @@ def append_entries(
     lock_org_chain(session, org_id)
     seq, prev = chain_head(session, org_id)
     stamp = now.astimezone(UTC).isoformat(timespec="microseconds")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for item in items:
         seq += 1
         entry = Entry(org_id, seq, item.kind, item.ref, item.amount_nanos, stamp, item.data)
         body, digest = seal(entry, prev)
         rows.append(
-            LedgerEntry(
-                organization_id=org_id,
-                seq=seq,
-                kind=item.kind,
-                ref=item.ref,
-                amount_nanos=item.amount_nanos,
-                recorded_at=now,
-                body=body.decode(),
-                prev_hash=prev,
-                hash=digest,
-            )
+            {
+                "organization_id": org_id,
+                "seq": seq,
+                "kind": item.kind,
+                "ref": item.ref,
+                "amount_nanos": item.amount_nanos,
+                "recorded_at": now,
+                "body": body.decode(),
+                "prev_hash": prev,
+                "hash": digest,
+            }
         )
         prev = digest
-    session.add_all(rows)
-    session.flush()
-    return rows
+    # One bulk INSERT (executemany), not the ORM's unit of work: the usage writer appends a batch at a time.
+    ids = session.scalars(insert(LedgerEntry).returning(LedgerEntry.id, sort_by_parameter_order=True), rows).all()
+    return [Appended(i, r["seq"], r["hash"]) for i, r in zip(ids, rows, strict=True)]

@@ -83,3 +83,34 @@ def test_an_event_the_database_refuses_is_set_aside_and_the_rest_land(db: Databa
     with db.read() as session:
         assert session.scalar(select(func.count()).select_from(UsageEvent)) == 3
     writer.stop()
+
+
+def test_events_arriving_during_a_write_wait_for_the_next_round_unless_the_batch_was_full(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches grow with the rate: a drain does not chase the one or two events spooled while it wrote (each
+    would cost a transaction of its own), except behind a full batch, where more are surely waiting."""
+    writer = UsageWriter(db, tmp_path / "spool")
+    real_write = writer._write
+    arrivals = iter(range(100))
+
+    def write_while_events_arrive(events: list[UsageRecord]) -> None:
+        real_write(events)
+        writer.record(_event(f"late-{next(arrivals)}"))
+
+    monkeypatch.setattr(writer, "_write", write_while_events_arrive)
+    for i in range(3):
+        writer.record(_event(f"r-{i}"))
+    assert writer.drain_once() == 3
+    assert writer.depth() == 1  # the late one waits for the next round
+
+    monkeypatch.setattr("quotagate.store.usage_writer.BATCH", 2)
+    assert writer.drain_once() == 1  # under a batch: one round
+    for i in range(4):
+        writer.record(_event(f"s-{i}"))
+    # 5 spooled, batches of 2, each write spooling one more: four full batches, then a partial one ends the round
+    assert writer.drain_once() == 2 + 2 + 2 + 2 + 1
+    assert len(_stored(db)) == 3 + 1 + 9 and writer.depth() == 1
+    monkeypatch.setattr(writer, "_write", real_write)
+    writer.stop()
+    assert len(_stored(db)) == 14
