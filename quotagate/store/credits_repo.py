@@ -55,8 +55,11 @@ def add_credit(
         after={"amount_nanos": amount_nanos, "seq": row.seq, "note": note},
         at=now,
     )
+    entry_id = session.scalar(
+        select(LedgerEntry.id).where(LedgerEntry.organization_id == org_id, LedgerEntry.seq == row.seq)
+    )
     return {
-        "id": row.id,
+        "id": entry_id,
         "organization_id": org_id,
         "scope_type": scope_type,
         "scope_id": canonical,

@@ -56,9 +56,8 @@ def chain_head(session: Session, org_id: str) -> tuple[int, str]:
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """A row append_entries wrote."""
+    """A row append_entries wrote (its id is not read back: RETURNING would make SQLite insert row by row)."""
 
-    id: int
     seq: int
     hash: str
 
@@ -91,5 +90,5 @@ def append_entries(session: Session, org_id: str, items: list[NewEntry], now: da
         )
         prev = digest
     # One bulk INSERT (executemany), not the ORM's unit of work: the usage writer appends a batch at a time.
-    ids = session.scalars(insert(LedgerEntry).returning(LedgerEntry.id, sort_by_parameter_order=True), rows).all()
-    return [Appended(i, r["seq"], r["hash"]) for i, r in zip(ids, rows, strict=True)]
+    session.execute(insert(LedgerEntry), rows)
+    return [Appended(r["seq"], r["hash"]) for r in rows]
