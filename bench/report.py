@@ -77,6 +77,13 @@ class Figures:
         value = _get(self.s, key, "saturation", "rps")
         return float(value) if value is not None else None
 
+    def unmetered(self, key: str) -> str | None:
+        """'N of M' when Envoy reset metering streams during saturation: responses that went unmetered."""
+        m = _get(self.s, key, "saturation", "metering")
+        if not m or not m.get("reset"):
+            return None
+        return f"{m['reset']:,} of {m['streams']:,}"
+
     def lat(self, key: str, rate: str, q: str) -> float | None:
         return _get(self.s, key, "open", rate, "latency_ms", q)
 
@@ -156,6 +163,10 @@ def summary(f: Figures) -> list[str]:
     for key, _ in shipped:
         qs = f.sat(key)
         ratio = qs / ls if qs and ls else None
+        lost = f.unmetered(key)
+        if lost:  # not a throughput of the gateway: part of it went unmetered
+            cells.append(f"{_n(qs)} req/s, but {lost} responses unmetered (past capacity) {_met(False)}")
+            continue
         cells.append(
             f"{_n(qs)} req/s = {_n(ratio, 1)}× {_met(None if ratio is None else ratio >= TARGET_SATURATION_X)}"
         )
@@ -220,8 +231,9 @@ def headline(f: Figures) -> list[str]:
 
 def saturation_table(f: Figures) -> list[str]:
     lines = [
-        "| scenario | req/s | × upstream | × plain Envoy | × LiteLLM | p50 ms | p99 ms | errors / non-2xx |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | req/s | × upstream | × plain Envoy | × LiteLLM | p50 ms | p99 ms | errors / non-2xx "
+        "| metering streams Envoy reset (unmetered) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key in ORDER:
         sat = _get(f.s, key, "saturation")
@@ -231,7 +243,8 @@ def saturation_table(f: Figures) -> list[str]:
         lines.append(
             f"| {SHORT.get(key, key)} | {_n(sat['rps'])} | {_x(sat['rps'], f.sat('upstream'))} | "
             f"{_x(sat['rps'], f.sat('envoy'))} | {_x(sat['rps'], f.sat('litellm'), 1)} | {_n(lat['p50'], 3)} | "
-            f"{_n(lat['p99'], 3)} | {sat['errors']} / {sat['non_2xx']} |"
+            f"{_n(lat['p99'], 3)} | {sat['errors']} / {sat['non_2xx']} | "
+            f"{f.unmetered(key) or ('0' if 'metering' in sat else '—')} |"
         )
     return lines
 

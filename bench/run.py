@@ -38,6 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bench import decision, report
 from bench.procs import CpuMeter, machine_info
 from bench.targets import (
@@ -131,13 +133,21 @@ def measure(run: Run, target: Target, *, stream: bool = True, json_load: bool = 
     if json_load:
         saturate(target.port, request, connections=plan.connections, duration=max(1.0, plan.warmup_s))  # warm-up
         meter = CpuMeter(components)
+        before = metering_stats(target)
         meter.start()
         sat = saturate(target.port, request, connections=plan.connections, duration=plan.saturation_s)
         used = meter.stop()
+        if before is not None:
+            after = metering_stats(target) or before
+            sat["metering"] = {k: after[k] - before[k] for k in before}
         done = max(1, sat["completed"])
         sat["cpu_s_per_1000"] = {name: used[name] / done * 1000 for name in used}
         out["saturation"] = sat
-        run.say(f"{target.key}: saturation {sat['rps']:,.0f} req/s (errors {sat['errors']}, non-2xx {sat['non_2xx']})")
+        metered = sat.get("metering")
+        note = f", metering streams reset {metered['reset']} of {metered['streams']}" if metered else ""
+        run.say(
+            f"{target.key}: saturation {sat['rps']:,.0f} req/s (errors {sat['errors']}, non-2xx {sat['non_2xx']}{note})"
+        )
         out["open"] = {}
         for rate in plan.rates:
             if sat["rps"] < rate:
@@ -159,6 +169,20 @@ def measure(run: Run, target: Target, *, stream: bool = True, json_load: bool = 
         c.sample_memory()
     out["peak_rss_mb"] = {c.name: {str(p): round(v, 1) for p, v in c.peak_rss_mb.items()} for c in target.components}
     return out
+
+
+def metering_stats(target: Target) -> dict[str, int] | None:
+    """Envoy's count of metering streams started and of those it reset: a stream Envoy resets before Quotagate read
+    it is a response that went unmetered (Quotagate counts them as quotagate_metering_streams_lost_total). A
+    throughput whose responses were not all metered is not a throughput of the gateway."""
+    admin = target.extra.get("envoy_admin")
+    if admin is None:
+        return None
+    text = httpx.get(f"{admin}/stats?filter=(ext_proc.streams_started|quotagate_grpc_metering.upstream_rq_tx_reset)")
+    values = dict(line.split(": ", 1) for line in text.text.splitlines() if ": " in line)
+    started = sum(int(v) for k, v in values.items() if k.endswith("ext_proc.streams_started"))
+    reset = sum(int(v) for k, v in values.items() if k.endswith("upstream_rq_tx_reset"))
+    return {"streams": started, "reset": reset}
 
 
 def open_loop(run: Run, port: int, request: Path, rate: float) -> dict[str, Any]:

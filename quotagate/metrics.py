@@ -73,6 +73,12 @@ ADMITTED_WITHOUT_LIMITS = Counter(
     "(no limit checked or reserved; their usage events carry the tag limits=unavailable).",
     registry=REGISTRY,
 )
+METERING_LOST = Counter(
+    "quotagate_metering_streams_lost_total",
+    "Responses whose metering stream Envoy gave up on before Quotagate could read it (the process is past its "
+    "capacity): charged only as a sweep's estimate when the reservation expires.",
+    registry=REGISTRY,
+)
 QUARANTINED = Counter(
     "quotagate_usage_quarantined_total",
     "Usage events the database refused even alone, set aside in the spool directory's quarantine file.",

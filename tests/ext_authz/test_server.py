@@ -137,3 +137,32 @@ async def test_stopping_cuts_open_streams_and_finishes_their_meters(meters: Mete
             await asyncio.sleep(0.01)
         await server.stop(0.2)
     assert meters.opened[0].finishes == [ENDED_EARLY]
+
+
+async def test_a_metering_stream_reset_before_its_first_message_is_counted_as_unmetered(
+    served: tuple[GatewayServer, grpc.aio.Channel], meters: Meters
+) -> None:
+    """Envoy opens a metering stream with its first message; a stream this server reads nothing from was reset
+    while it waited (the process is past capacity): that response went unmetered, and the metric says so."""
+    from quotagate.metrics import REGISTRY
+
+    def lost() -> float:
+        return REGISTRY.get_sample_value("quotagate_metering_streams_lost_total") or 0.0
+
+    before = lost()
+    stub = external_processor_pb2_grpc.ExternalProcessorStub(served[1])
+    ticket = make_ticket()
+    messages = [response_headers(200, "application/json", ticket=ticket), response_body(b"{}", ticket=ticket, end=True)]
+    _ = [a async for a in stub.Process(iter(messages))]  # a stream that sends its messages is not counted
+    await _finishes(meters)
+    assert lost() == before
+
+    reset = stub.Process()  # opened, then reset before anything was sent
+    await asyncio.sleep(0.2)
+    reset.cancel()
+    for _ in range(100):
+        if lost() > before:
+            break
+        await asyncio.sleep(0.02)
+    assert lost() == before + 1
+    assert len(meters.opened) == 1  # no meter for the reset stream
