@@ -138,13 +138,14 @@ def measure(run: Run, target: Target, *, stream: bool = True, json_load: bool = 
         sat = saturate(target.port, request, connections=plan.connections, duration=plan.saturation_s)
         used = meter.stop()
         if before is not None:
+            time.sleep(2.0)  # the last responses' metering streams close (deferred_close_timeout) and finish
             after = metering_stats(target) or before
             sat["metering"] = {k: after[k] - before[k] for k in before}
         done = max(1, sat["completed"])
         sat["cpu_s_per_1000"] = {name: used[name] / done * 1000 for name in used}
         out["saturation"] = sat
         metered = sat.get("metering")
-        note = f", metering streams reset {metered['reset']} of {metered['streams']}" if metered else ""
+        note = f", metered {metered['metered']:,} of {metered['admitted']:,} admitted" if metered else ""
         run.say(
             f"{target.key}: saturation {sat['rps']:,.0f} req/s (errors {sat['errors']}, non-2xx {sat['non_2xx']}{note})"
         )
@@ -153,15 +154,22 @@ def measure(run: Run, target: Target, *, stream: bool = True, json_load: bool = 
             if sat["rps"] < rate:
                 out["open"][str(int(rate))] = {"skipped": f"over capacity ({sat['rps']:,.0f} req/s at saturation)"}
                 continue
+            before = metering_stats(target)
             meter.start()
             result = open_loop(run, target.port, request, rate)
             used = meter.stop()
+            if before is not None:
+                time.sleep(2.0)
+                after = metering_stats(target) or before
+                result["metering"] = {k: after[k] - before[k] for k in before}
             result["cpu_s_per_1000"] = {n: used[n] / max(1, result["completed"]) * 1000 for n in used}
             out["open"][str(int(rate))] = result
             lat = result["latency_ms"]
+            metered = result.get("metering")
+            note = f", metered {metered['metered']:,} of {metered['admitted']:,} admitted" if metered else ""
             run.say(
                 f"{target.key}: {rate:.0f} req/s p50 {lat.get('p50', 0):.3f} ms p99 {lat.get('p99', 0):.3f} ms "
-                f"(errors {result['errors']}, timeouts {result['timeouts']}, non-2xx {result['non_2xx']})"
+                f"(errors {result['errors']}, timeouts {result['timeouts']}, non-2xx {result['non_2xx']}{note})"
             )
     if stream:
         out["stream"] = streams(run, target)
@@ -172,17 +180,17 @@ def measure(run: Run, target: Target, *, stream: bool = True, json_load: bool = 
 
 
 def metering_stats(target: Target) -> dict[str, int] | None:
-    """Envoy's count of metering streams started and of those it reset: a stream Envoy resets before Quotagate read
-    it is a response that went unmetered (Quotagate counts them as quotagate_metering_streams_lost_total). A
-    throughput whose responses were not all metered is not a throughput of the gateway."""
-    admin = target.extra.get("envoy_admin")
-    if admin is None:
+    """Requests Envoy admitted (its ext_authz ok count) and responses Quotagate metered (access-log lines that are
+    not refusals). A throughput part of whose responses went unmetered (the process fell behind, and Envoy reset
+    their metering streams) is not a throughput of the gateway."""
+    admin, log = target.extra.get("envoy_admin"), target.extra.get("serve_log")
+    if admin is None or log is None:
         return None
-    text = httpx.get(f"{admin}/stats?filter=(ext_proc.streams_started|quotagate_grpc_metering.upstream_rq_tx_reset)")
-    values = dict(line.split(": ", 1) for line in text.text.splitlines() if ": " in line)
-    started = sum(int(v) for k, v in values.items() if k.endswith("ext_proc.streams_started"))
-    reset = sum(int(v) for k, v in values.items() if k.endswith("upstream_rq_tx_reset"))
-    return {"streams": started, "reset": reset}
+    stats = httpx.get(f"{admin}/stats?filter=^http\\.quotagate\\.ext_authz\\.ok$").text
+    admitted = sum(int(line.split(": ", 1)[1]) for line in stats.splitlines() if ": " in line)
+    with Path(log).open("rb") as lines:
+        metered = sum(1 for line in lines if line.startswith(b'{"time"') and b'"cost_status":"denied"' not in line)
+    return {"admitted": admitted, "metered": metered}
 
 
 def open_loop(run: Run, port: int, request: Path, rate: float) -> dict[str, Any]:

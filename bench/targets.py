@@ -321,6 +321,7 @@ class Serve:
     check: tuple[str, ...]
     component: Component
     process: subprocess.Popen[bytes]
+    log: Path  # its standard error: the access log, one JSON line per metered or refused request
 
 
 def _clean_env(extra: dict[str, str]) -> dict[str, str]:
@@ -338,7 +339,8 @@ def running_serve(work: Path, backend: Backend, *, workers: int, check: str, tag
         argv += ["--check", f"127.0.0.1:{check_base}"]
     if workers > 1:
         argv += ["--workers", str(workers)]
-    with process(argv, log=work / f"serve-{tag}.log", env=_clean_env(backend.env)) as proc:
+    log = work / f"serve-{tag}.log"
+    with process(argv, log=log, env=_clean_env(backend.env)) as proc:
         for i in range(workers):
             wait_port(grpc_base + i, proc)
             if check == "http":
@@ -348,6 +350,7 @@ def running_serve(work: Path, backend: Backend, *, workers: int, check: str, tag
             tuple(f"127.0.0.1:{check_base + i}" for i in range(workers)) if check == "http" else (),
             Component("quotagate", proc.pid),
             proc,
+            log,
         )
 
 
@@ -403,7 +406,7 @@ def running_gateway_envoy(
         _wait_healthy(envoy.admin_url)
         yield Target(
             key, label, listen, backend.credential, [Component("envoy", envoy.process.pid), serve.component],
-            extra={"envoy_admin": envoy.admin_url},
+            extra={"envoy_admin": envoy.admin_url, "serve_log": serve.log},
         )  # fmt: skip
 
 

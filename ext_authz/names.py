@@ -12,5 +12,14 @@ REWRITE_HEADER = "x-quotagate-rewrite"
 REQUEST_ID_HEADER = "x-quotagate-request-id"
 # Envoy adds this to the Check request when it sent only the first max_request_bytes of the body.
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
+# gRPC metadata of Quotagate's own metering probe stream (metering_probe.py); Envoy never sends it.
+PROBE_HEADER = "x-quotagate-metering-probe"
 
-__all__ = ["AUTHZ_NAMESPACE", "PARTIAL_BODY_HEADER", "REQUEST_ID_HEADER", "REWRITE_HEADER", "UPSTREAM_HEADER"]
+__all__ = [
+    "AUTHZ_NAMESPACE",
+    "PARTIAL_BODY_HEADER",
+    "PROBE_HEADER",
+    "REQUEST_ID_HEADER",
+    "REWRITE_HEADER",
+    "UPSTREAM_HEADER",
+]

@@ -4,6 +4,7 @@ and optionally Check over HTTP (check_http.py) on another."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from grpc_health.v1.health import aio as health_aio
 from ext_authz.authorization import AuthorizationService, CheckFn
 from ext_authz.check_http import CheckHttpServer
 from ext_authz.ext_proc import ExternalProcessorService
+from ext_authz.metering_probe import local_target, probe_metering
 from ext_authz.processor import OpenMeter
 from quotagate.errors import QuotagateError
 
@@ -94,13 +96,20 @@ async def serve(
         check_bound = await check.start(check_addr)
         if on_check_ready is not None:
             on_check_ready(check_bound)
+    probe: asyncio.Task[None] | None = None
     try:
         bound = await server.start(grpc_addr)
+        if check is not None:  # Check over HTTP does not queue with the metering streams: watch how long they wait
+            probe = asyncio.create_task(probe_metering(local_target(bound), runtime.metering_backlog))
         if on_ready is not None:
             on_ready(bound)
         try:
             await (stop.wait() if stop is not None else server.wait())
         finally:
+            if probe is not None:
+                probe.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await probe
             log.info("shutting down: draining in-flight calls (up to %.0fs)", grace_s)
             if check is not None:
                 await asyncio.gather(check.stop(grace_s), server.stop(grace_s))

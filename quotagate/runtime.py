@@ -22,6 +22,7 @@ from quotagate.governance.retention import PromptRetention
 from quotagate.identity.throttle import FailedAuthThrottle
 from quotagate.limits.model import Counters, Settlement
 from quotagate.metering.access_log import AccessLogSink
+from quotagate.metering.backlog import MeteringBacklog
 from quotagate.metering.keepalive import OpenReservations
 from quotagate.metering.meter import Meter, MeterServices
 from quotagate.metering.sweeper import Sweeper
@@ -50,6 +51,7 @@ class GatewayRuntime:
     sweeper: Sweeper
     auth_throttle: FailedAuthThrottle
     nonces: NonceStore  # seen actor-signature nonces (the gatekeeper's)
+    metering_backlog: MeteringBacklog  # how far the metering lags (measured by the Envoy front door, if at all)
     checkpointer: Checkpointer | None = None
     prompt_log: PromptLogWriter | None = None
     alerts: AlertEvaluator | None = None  # None: alert_interval_s is 0
@@ -142,6 +144,7 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
         config=config,
         interval_s=min(5.0, s.reservation_ttl_s / 4),
     )
+    backlog = MeteringBacklog(s.metering_lag_limit_ms / 1000)
     gatekeeper = Gatekeeper(
         config=config,
         hasher=app.hasher,
@@ -154,6 +157,7 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
         content=prompt_log,
         nonces=nonces,
         settle_later=sweeper.retry_later,
+        backlog=backlog,
     )
     services = MeterServices(
         config=config,
@@ -174,6 +178,7 @@ def open_runtime(settings: Settings | None = None) -> GatewayRuntime:
         sweeper,
         auth_throttle,
         nonces,
+        backlog,
         checkpointer,
         prompt_log=prompt_log,
         alerts=AlertEvaluator(db, s) if s.alert_interval_s > 0 else None,

@@ -98,6 +98,15 @@ class Settings(BaseSettings):
             "TTL, so only requests whose process stopped expire; the sweeper runs every min(5, TTL/4) s."
         ),
     )
+    metering_lag_limit_ms: int = Field(
+        default=250,
+        ge=10,
+        description=(
+            "With Check over HTTP (`serve --check`): while a probe queued with this process's metering streams waits "
+            "longer than this, new requests are refused (503 metering_behind) rather than admitted and left "
+            "unmetered. Envoy drops a metering stream that waits past 1 s (deferred_close_timeout)."
+        ),
+    )
     ledger_signing_key: SecretStr | None = Field(
         default=None,
         description=(

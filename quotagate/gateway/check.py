@@ -33,6 +33,7 @@ from quotagate.identity.authenticate import AuthFailure, authenticate
 from quotagate.identity.credentials import CREDENTIAL_HEADERS, SecretHasher, credential_from_headers
 from quotagate.identity.throttle import FailedAuthThrottle
 from quotagate.limits.model import Counters, Decision, LimitKind, ReservationRequest, Settlement
+from quotagate.metering.backlog import MeteringBacklog
 from quotagate.metering.record import UsageRecord, UsageSink
 from quotagate.metering.sweep_note import SweepNote
 from quotagate.metrics import ADMITTED_WITHOUT_LIMITS, BACKEND_ERRORS, DECISION_SECONDS
@@ -77,6 +78,7 @@ class Gatekeeper:
         content: ContentSink | None = None,
         nonces: NonceStore | None = None,
         settle_later: Callable[[Settlement], None] | None = None,
+        backlog: MeteringBacklog | None = None,
     ) -> None:
         self._config = config
         self._hasher = hasher
@@ -91,6 +93,7 @@ class Gatekeeper:
         self._content = content  # logged prompts (per project policy); None: never logged
         # A reserve that timed out may still have landed: released at zero soon, not held until it expires.
         self._settle_later = settle_later
+        self._backlog = backlog  # measured only where the Check can outrun the metering (Check over HTTP)
 
     async def check(self, req: CheckInput) -> Outcome:
         started = time.perf_counter()
@@ -146,6 +149,13 @@ class Gatekeeper:
             )
             return denial
 
+        if self._backlog is not None and not await self._backlog.caught_up():
+            return refuse_known(
+                503,
+                "metering_behind",
+                "The gateway is at capacity (it could not meter more responses just now). Try again shortly.",
+                headers=(("retry-after", "1"),),
+            )
         admitted = await self._governance.admit(snapshot, identity, req, now)
         if isinstance(admitted, Refusal):
             tags = {**tags, **admitted.tags}

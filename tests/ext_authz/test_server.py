@@ -13,7 +13,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ext_authz.ext_proc import ENDED_EARLY
-from ext_authz.names import AUTHZ_NAMESPACE
+from ext_authz.names import AUTHZ_NAMESPACE, PROBE_HEADER
 from ext_authz.server import GatewayServer
 from ext_authz.structs import to_struct
 from quotagate.gateway.outcome import Allow, CheckInput, Outcome
@@ -157,6 +157,10 @@ async def test_a_metering_stream_reset_before_its_first_message_is_counted_as_un
     await _finishes(meters)
     assert lost() == before
 
+    probe = stub.Process(iter(()), metadata=((PROBE_HEADER, "1"),))  # metering_probe.py's: answered, not lost
+    assert [a async for a in probe] == []
+    assert lost() == before and len(meters.opened) == 1
+
     reset = stub.Process()  # opened, then reset before anything was sent
     await asyncio.sleep(0.2)
     reset.cancel()
@@ -166,3 +170,32 @@ async def test_a_metering_stream_reset_before_its_first_message_is_counted_as_un
         await asyncio.sleep(0.02)
     assert lost() == before + 1
     assert len(meters.opened) == 1  # no meter for the reset stream
+
+
+async def test_the_metering_probe_measures_the_wait_of_a_stream_on_this_server(meters: Meters) -> None:
+    from ext_authz.metering_probe import local_target, probe_metering
+    from quotagate.metering.backlog import MeteringBacklog
+
+    server = GatewayServer(_check, meters, max_body_bytes=1024 * 1024)
+    bound = await server.start("0.0.0.0:0")  # probed on loopback
+    backlog = MeteringBacklog(0.25)
+    task = asyncio.create_task(probe_metering(local_target(bound), backlog, period_s=0.01))
+    try:
+        for _ in range(200):
+            if backlog.lag_s > 0:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await server.stop(0.5)
+    assert 0 < backlog.lag_s < 0.25 and not backlog.behind()
+    assert meters.opened == []  # probes open no meter
+
+
+def test_a_wildcard_listen_address_is_probed_on_loopback() -> None:
+    from ext_authz.metering_probe import local_target
+
+    assert local_target("0.0.0.0:50051") == "127.0.0.1:50051"
+    assert local_target("[::]:50051") == "[::1]:50051"
+    assert local_target("10.0.0.5:50051") == "10.0.0.5:50051"
+    assert local_target("unix:/run/qg.sock") == "unix:/run/qg.sock"

@@ -3,6 +3,7 @@ provider-key rotation without restart."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -277,3 +278,33 @@ async def test_the_access_log_line_has_the_seed_fields(caplog: pytest.LogCapture
     assert allowed["total_cost"] == "0.000450000" and allowed["cost_status"] == "reported"
     assert allowed["request_remaining"] == "599"
     assert (denied["status"], denied["cost_status"], denied["deny_reason"]) == ("404", "denied", "model_not_found")
+
+
+async def test_while_the_metering_lags_a_check_waits_then_is_admitted_or_refused() -> None:
+    """Check over HTTP can outrun the metering streams; while the front door's probe says they wait too long, a
+    Check waits for them to catch up (admitted) or, if they do not within a second, is refused 503 (recorded)."""
+    apply_manifest(manifest_text())
+    cred = issue_key("demo-key")
+    async with running_runtime(metering_lag_limit_ms=20) as rt:
+        backlog = rt.metering_backlog
+        backlog.probe_sent()
+        await asyncio.sleep(0.05)  # the probe has waited past the limit: behind
+        waiting = asyncio.create_task(rt.gatekeeper.check(chat_request(cred)))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # held, not refused
+        backlog.probe_answered()
+        backlog.probe_sent()
+        backlog.probe_answered()  # caught up
+        assert isinstance(await asyncio.wait_for(waiting, 2), Allow)
+
+        backlog.probe_sent()
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        out = await rt.gatekeeper.check(chat_request(cred))
+        assert time.monotonic() - started >= 0.9  # it waited for the metering first
+        assert isinstance(out, Deny) and (out.status, out.reason) == (503, "metering_behind")
+        assert ("retry-after", "1") in out.headers
+        rt.writer.flush()
+        with rt.app.db.read() as session:
+            reasons = [e.deny_reason for e in session.scalars(select(UsageEvent))]
+        assert reasons == ["metering_behind"]  # the admitted one has no event until its meter writes it
