@@ -18,6 +18,7 @@ from quotagate.governance.redaction import (
     luhn_valid,
 )
 from tests.conftest import REPO
+from tests.support.clock import Clock
 
 REDACTOR = Redactor([("ticket", r"TICKET-\d+")])
 
@@ -216,14 +217,6 @@ def test_the_manifest_refuses_a_catastrophic_redaction_pattern() -> None:
     PromptLogging.model_validate({"mode": "redacted", "redact": [{"name": "ok", "pattern": "TICKET-[0-9]+"}]})
     with pytest.raises(ValidationError, match="backtracks catastrophically"):
         PromptLogging.model_validate({"mode": "redacted", "redact": [{"name": "bad", "pattern": "(x+x+)+y"}]})
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_custom_regex_out_of_budget_withholds_the_content_and_cools_down() -> None:

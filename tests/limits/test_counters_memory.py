@@ -7,14 +7,7 @@ from quotagate.store.counters_common import WINDOW_TTL_S, month_ttl_s
 from quotagate.store.counters_memory import MemoryCounters
 from tests.limits.conftest import MONTH, T0, FakeBaseline
 from tests.limits.test_counters_contract import ORG, request
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 async def test_old_windows_are_dropped_and_late_settlements_do_not_recreate_them() -> None:

@@ -7,18 +7,11 @@ import asyncio
 import pytest
 
 from quotagate.metering.backlog import MeteringBacklog
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def test_the_lag_is_the_last_probes_wait_or_the_pending_ones_when_longer() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     backlog = MeteringBacklog(0.25, clock=clock)
     assert not backlog.behind() and backlog.lag_s == 0
     backlog.probe_sent()

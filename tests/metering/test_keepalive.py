@@ -22,6 +22,7 @@ from quotagate.snapshot import Price, Snapshot
 from quotagate.store.counters_memory import MemoryCounters
 from tests.metering.test_meter import ListSink
 from tests.metering.test_meter import ticket as meter_ticket
+from tests.support.clock import Clock
 
 T0 = 1_800_000_000.0
 TTL = 60
@@ -30,14 +31,6 @@ CAP = LimitCheck("cap", spend_limit_nanos=10**12)
 PRICE = Price(Provider.OPENAI, "gpt-4o", "usd", Decimal("2.50"), Decimal("10.00"), None, None, Decimal(1), "v1")
 REPLY = b'{"model":"gpt-4o","usage":{"prompt_tokens":100,"completion_tokens":50}}'
 REAL_NANOS = 100 * 2500 + 50 * 10_000  # 2.50 and 10.00 per 1M tokens
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class NoBaseline:
@@ -53,7 +46,7 @@ def ticket(rid: str) -> Ticket:
 
 
 async def setup() -> tuple[Clock, MemoryCounters, OpenReservations, MeterServices, Sweeper, ListSink]:
-    clock = Clock()
+    clock = Clock(T0)
     counters = MemoryCounters(NoBaseline(), clock=clock)
     keepalive = OpenReservations(counters, TTL, clock=clock)
     sink = ListSink()
