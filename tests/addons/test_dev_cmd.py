@@ -16,8 +16,8 @@ from quotagate.snapshot import Snapshot
 from quotagate.store.snapshot_loader import load_snapshot
 from tests.addons.conftest import demo_manifest, write
 from tests.addons.mitmdump import READY_LINE, clean_env, running_process
-from tests.support.envoy import free_port
 from tests.support.gateway import apply_manifest, issue_key
+from tests.support.scaled import free_ports_in_a_row
 
 
 def stored_snapshot() -> Snapshot:
@@ -77,7 +77,7 @@ def test_quotagate_dev_serves_the_sdk_and_prints_the_session_usage_on_exit(tmp_p
         )
         apply_manifest(Path(manifest).read_text())  # so the key exists before the gateway starts
         credential = issue_key("demo-key")
-        port = free_port()
+        port = free_ports_in_a_row(2)  # a listener per provider: port, port + 1
         argv = [sys.executable, "-m", "quotagate", "dev", "--manifest", manifest, "--port", str(port)]
         argv += ["--", "--set", f"confdir={tmp_path / 'mitmproxy'}"]
         env = {**clean_env(isolated_home), "QUOTAGATE_DEMO_OPENAI_KEY": "sk-dev-test"}
