@@ -118,6 +118,13 @@ def _unmetered(m: dict[str, int] | None) -> str | None:
     return f"{missing:,} of {m['admitted']:,}" if missing > UNMETERED_SLACK else None
 
 
+def _unmetered_cell(result: dict[str, Any]) -> str:
+    """A table cell: 'N of M', '0', or '—' where nothing was measured (no Quotagate behind Envoy)."""
+    if "metering" not in result:
+        return "—"
+    return _unmetered(result["metering"]) or "0"
+
+
 def _met(ok: bool | None) -> str:
     return "n/a" if ok is None else ("**met**" if ok else "**missed**")
 
@@ -253,7 +260,7 @@ def saturation_table(f: Figures) -> list[str]:
             f"| {SHORT.get(key, key)} | {_n(sat['rps'])} | {_x(sat['rps'], f.sat('upstream'))} | "
             f"{_x(sat['rps'], f.sat('envoy'))} | {_x(sat['rps'], f.sat('litellm'), 1)} | {_n(lat['p50'], 3)} | "
             f"{_n(lat['p99'], 3)} | {sat['errors']} / {sat['non_2xx']} | "
-            f"{f.unmetered(key) or ('0' if 'metering' in sat else '—')} |"
+            f"{_unmetered_cell(sat)} |"
         )
     return lines
 
@@ -281,7 +288,7 @@ def open_table(f: Figures) -> list[str]:
                 f"{_n(lat.get('p999'), 3)} | {over_up if key != 'upstream' else '—'} | {over_envoy} | "
                 f"{_x(lat.get('p50'), f.lat('litellm', rate, 'p50'), 3)} | {_n(result['achieved_rps'], 0)} | "
                 f"{result['errors']} / {result['timeouts']} / {result['non_2xx']} | "
-                f"{_unmetered(result.get('metering')) or ('0' if 'metering' in result else '—')} |"
+                f"{_unmetered_cell(result)} |"
             )
     return lines
 

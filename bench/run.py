@@ -137,17 +137,13 @@ def measure(run: Run, target: Target, *, stream: bool = True, json_load: bool = 
         meter.start()
         sat = saturate(target.port, request, connections=plan.connections, duration=plan.saturation_s)
         used = meter.stop()
-        if before is not None:
-            time.sleep(2.0)  # the last responses' metering streams close (deferred_close_timeout) and finish
-            after = metering_stats(target) or before
-            sat["metering"] = {k: after[k] - before[k] for k in before}
+        note_metering(sat, target, before)
         done = max(1, sat["completed"])
         sat["cpu_s_per_1000"] = {name: used[name] / done * 1000 for name in used}
         out["saturation"] = sat
-        metered = sat.get("metering")
-        note = f", metered {metered['metered']:,} of {metered['admitted']:,} admitted" if metered else ""
         run.say(
-            f"{target.key}: saturation {sat['rps']:,.0f} req/s (errors {sat['errors']}, non-2xx {sat['non_2xx']}{note})"
+            f"{target.key}: saturation {sat['rps']:,.0f} req/s (errors {sat['errors']}, non-2xx {sat['non_2xx']}"
+            f"{_metered(sat)})"
         )
         out["open"] = {}
         for rate in plan.rates:
@@ -158,18 +154,14 @@ def measure(run: Run, target: Target, *, stream: bool = True, json_load: bool = 
             meter.start()
             result = open_loop(run, target.port, request, rate)
             used = meter.stop()
-            if before is not None:
-                time.sleep(2.0)
-                after = metering_stats(target) or before
-                result["metering"] = {k: after[k] - before[k] for k in before}
+            note_metering(result, target, before)
             result["cpu_s_per_1000"] = {n: used[n] / max(1, result["completed"]) * 1000 for n in used}
             out["open"][str(int(rate))] = result
             lat = result["latency_ms"]
-            metered = result.get("metering")
-            note = f", metered {metered['metered']:,} of {metered['admitted']:,} admitted" if metered else ""
             run.say(
                 f"{target.key}: {rate:.0f} req/s p50 {lat.get('p50', 0):.3f} ms p99 {lat.get('p99', 0):.3f} ms "
-                f"(errors {result['errors']}, timeouts {result['timeouts']}, non-2xx {result['non_2xx']}{note})"
+                f"(errors {result['errors']}, timeouts {result['timeouts']}, non-2xx {result['non_2xx']}"
+                f"{_metered(result)})"
             )
     if stream:
         out["stream"] = streams(run, target)
@@ -191,6 +183,20 @@ def metering_stats(target: Target) -> dict[str, int] | None:
     with Path(log).open("rb") as lines:
         metered = sum(1 for line in lines if line.startswith(b'{"time"') and b'"cost_status":"denied"' not in line)
     return {"admitted": admitted, "metered": metered}
+
+
+def note_metering(result: dict[str, Any], target: Target, before: dict[str, int] | None) -> None:
+    """Add to `result` what was admitted and metered since `before` (once the last metering streams closed)."""
+    if before is None:
+        return
+    time.sleep(2.0)  # the last responses' metering streams close (deferred_close_timeout) and finish
+    after = metering_stats(target) or before
+    result["metering"] = {k: after[k] - before[k] for k in before}
+
+
+def _metered(result: dict[str, Any]) -> str:
+    m = result.get("metering")
+    return f", metered {m['metered']:,} of {m['admitted']:,} admitted" if m else ""
 
 
 def open_loop(run: Run, port: int, request: Path, rate: float) -> dict[str, Any]:

@@ -149,7 +149,7 @@ class Gatekeeper:
             )
             return denial
 
-        if self._backlog is not None and not await self._backlog.caught_up():
+        if self._backlog is not None and self._backlog.behind() and not await self._backlog.caught_up():
             return refuse_known(
                 503,
                 "metering_behind",
